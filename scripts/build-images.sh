@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds, on the local Docker engine, the images the demo and the tests need, without a registry:
+#   local/vllm-testhost-debian:bookworm   Debian 12 host with systemd (molecule platform, demo host)
+#   local/vllm-testhost-debian:bullseye   Debian 11 host with systemd (molecule platform)
+#   debian:bookworm-slim                  stand-in for the public base image of the `cpu` target,
+#                                         saved to $CACHE/images/debian-bookworm-slim.tar so that
+#                                         the playbooks preload it on hosts that cannot pull
+# Each image is made with debootstrap from Debian's archive; one that exists is kept.
+set -euo pipefail
+CACHE=${CACHE:-$(pwd)/.cache}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DOCKER=${DOCKER:-docker}
+mkdir -p "$CACHE/images"
+
+have() { $DOCKER image inspect "$1" >/dev/null 2>&1; }
+
+bootstrap() {  # bootstrap SUITE TAG PACKAGES
+  local suite=$1 tag=$2 pkgs=$3 root
+  if have "$tag"; then echo "image $tag: present"; return; fi
+  echo "image $tag: debootstrap $suite"
+  root=$(mktemp -d)
+  debootstrap --variant=minbase ${pkgs:+--include="$pkgs"} "$suite" "$root" "$MIRROR" >"$CACHE/debootstrap-$suite.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap-$suite.log"; rm -rf "$root"; exit 1; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | $DOCKER import \
+    ${4:+--change "$4"} - "$tag" >/dev/null
+  rm -rf "$root"
+}
+
+host_pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,curl
+bootstrap bookworm local/vllm-testhost-debian:bookworm "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
+bootstrap bullseye local/vllm-testhost-debian:bullseye "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
+bootstrap bookworm debian:bookworm-slim "" 'CMD ["bash"]'
+
+archive="$CACHE/images/debian-bookworm-slim.tar"
+if [ ! -s "$archive" ]; then
+  $DOCKER save debian:bookworm-slim -o "$archive.tmp" && mv "$archive.tmp" "$archive"
+fi
+echo "images ready; base image archive: $archive"

