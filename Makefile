@@ -22,6 +22,9 @@ export VLLM_BUILD_WHEELHOUSE := $(CACHE)/wheelhouse
 export VLLM_BUILD_PIP_EXTRA_INDEX_URL := none
 endif
 PLAYBOOK := ansible-playbook -i inventories/local
+# other test-host distributions for molecule (need registry access): molecule/default/distros/*.env
+MOLECULE_DISTRO ?=
+MOLECULE_ENV := $(if $(MOLECULE_DISTRO),set -a && . molecule/default/distros/$(MOLECULE_DISTRO).env && set +a &&)
 
 .PHONY: demo demo-clean test quick lint unit molecule venv engine images model wheelhouse clean
 
@@ -68,7 +71,7 @@ unit: venv
 quick: lint unit
 
 molecule: venv images model wheelhouse
-	molecule test -s default
+	$(MOLECULE_ENV) molecule test -s default
 
 test: lint unit molecule
 

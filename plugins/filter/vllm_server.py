@@ -91,6 +91,9 @@ def param_errors(p: dict[str, Any]) -> list[str]:
     key = str(p.get("api_key") or "")
     if key and (any(c.isspace() for c in key) or len(key) < 8):
         bad("api_key", "expected at least 8 characters and no whitespace")
+    keep = p.get("image_keep", 2)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        bad("image_keep", f"expected 1 or more (the running image is always kept), got {keep!r}")
     extra = p.get("extra_args")
     if not isinstance(extra, list) or not all(isinstance(a, (str, int, float)) for a in extra):
         bad("extra_args", f"expected a list of strings such as ['--max-num-seqs', '64'], got {extra!r}")

@@ -143,6 +143,7 @@ def test_command_line_quotes_the_gpu_list():
     ({"extra_args": ["-tp", "2"]}, "vllm_server_extra_args", "vllm_server_tensor_parallel_size"),
     ({"env": {"1BAD": "x"}}, "vllm_server_env", "not a valid environment variable"),
     ({"secret_env": {"HF_TOKEN": "a\nb"}}, "vllm_server_secret_env", "newline"),
+    ({"image_keep": 0}, "vllm_server_image_keep", "1 or more"),
 ])
 def test_bad_input_names_the_variable(override, variable, words):
     errors = f.param_errors(p(**override))

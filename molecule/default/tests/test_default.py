@@ -154,3 +154,13 @@ def test_api_key_is_enforced(client, hv):
     bad = client.with_options(api_key="wrong-key")
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_docker_engine_runs_with_the_merged_daemon_json(host):
+    config = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert config["live-restore"] is True
+    assert config["log-driver"] == "json-file" and config["log-opts"]["max-size"] == "100m"
+    info = json.loads(host.check_output("docker info --format '{{json .}}'"))
+    assert info["LiveRestoreEnabled"] is True
+    assert info["LoggingDriver"] == "json-file"
+    assert host.service("docker").is_enabled

@@ -1,0 +1,68 @@
+"""Bad input stops the run before anything on the host changes, and the service keeps serving.
+
+Each case runs the real site playbook against the converged host with one wrong variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+UNIT = "/etc/systemd/system/vllm-server.service"
+
+CASES = {
+    "gpu listed twice": ({"vllm_server_device": "cuda", "vllm_server_gpus": [0, 0]},
+                         "vllm_server_gpus: GPU indices listed twice"),
+    "flag the role owns": ({"vllm_server_extra_args": ["--port", "8000"]},
+                           "vllm_server_extra_args: --port is set by the role: use vllm_server_port"),
+    "relative model root": ({"vllm_server_model_root": "models"},
+                            "vllm_server_model_root: expected the absolute host path"),
+    "model not on the host": ({"vllm_server_model_dir": "no-such-model"},
+                              "no-such-model/config.json\nis not on"),
+}
+
+
+def state(host):
+    """What must not change: the unit, the env file, the running container."""
+    return (host.file(UNIT).sha256sum, host.file("/etc/vllm-server/vllm-server.env").sha256sum,
+            host.check_output("docker inspect --format '{{.Id}} {{.State.StartedAt}}' vllm-server"))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_refused_before_any_change(host, case):
+    extra, message = CASES[case]
+    if host.backend.get_hostname() != os.environ.get("MOLECULE_HOST1_NAME", "vllm-debian12"):
+        pytest.skip("checked on one host")
+    before = state(host)
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
+         str(PROJECT / "playbooks" / "site.yml"), "-e", json.dumps(extra)],
+        capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+                                             "ANSIBLE_NOCOLOR": "1"}, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert " ".join(message.split()) in " ".join(out.split()), out[-3000:]
+    assert "changed=0" in out
+    assert state(host) == before
+    assert host.service("vllm-server").is_running
+
+
+def test_failed_verification_says_why_and_shows_the_log(host):
+    """The verify playbook against a model name the server does not serve: a clear failure with the log."""
+    if host.backend.get_hostname() != os.environ.get("MOLECULE_HOST1_NAME", "vllm-debian12"):
+        pytest.skip("checked on one host")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
+         str(PROJECT / "playbooks" / "verify.yml"), "-e", "vllm_server_model_name=not-served"],
+        capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+                                             "ANSIBLE_NOCOLOR": "1"}, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "does not serve model 'not-served'" in out, out[-3000:]
+    assert "journalctl -u vllm-server.service" in out
+    assert "GET /health HTTP/1.1" in out  # the log lines themselves: vLLM logs each request

@@ -1,0 +1,52 @@
+"""daemon.json has one writer: defaults, then other roles' contributions, then the operator's keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
+from ansible.template import Templar
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "docker_engine"
+init_plugin_loader()
+
+
+def merged(**overrides) -> dict:
+    variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    variables.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()), **overrides)
+    text = Templar(loader=DataLoader(), variables=variables).template(
+        "{{ __docker_engine_daemon_merged | to_nice_json }}")
+    return json.loads(text)
+
+
+def test_defaults_rotate_logs_and_keep_containers_over_restarts():
+    assert merged() == {"log-driver": "json-file", "log-opts": {"max-size": "100m", "max-file": "5"},
+                        "live-restore": True}
+
+
+def test_contributions_merge_recursively_and_the_operator_wins():
+    nvidia = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
+    out = merged(
+        docker_engine_daemon_contributions={"nvidia_container_toolkit": nvidia,
+                                            "a_logging_role": {"log-opts": {"max-size": "50m"}}},
+        docker_engine_daemon_options={"log-opts": {"max-file": "10"}, "data-root": "/data/docker"})
+    assert out["runtimes"] == nvidia["runtimes"]
+    assert out["log-opts"] == {"max-size": "50m", "max-file": "10"}
+    assert out["data-root"] == "/data/docker"
+    assert out["live-restore"] is True
+
+
+def test_contributions_apply_in_owner_name_order():
+    out = merged(docker_engine_daemon_contributions={"zz": {"default-runtime": "z"}, "aa": {"default-runtime": "a"}})
+    assert out["default-runtime"] == "z"
+
+
+def test_only_the_role_writes_daemon_json():
+    """No file outside the docker_engine role names daemon.json: other roles hand over keys instead."""
+    root = ROLE.parent.parent
+    mentions = [p.relative_to(root) for d in ("roles", "playbooks", "inventories") for p in (root / d).rglob("*.yml")
+                if "daemon.json" in p.read_text()]
+    assert mentions and all(p.parts[:2] == ("roles", "docker_engine") for p in mentions), mentions
