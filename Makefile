@@ -26,7 +26,7 @@ PLAYBOOK := ansible-playbook -i inventories/local
 MOLECULE_DISTRO ?=
 MOLECULE_ENV := $(if $(MOLECULE_DISTRO),set -a && . molecule/default/distros/$(MOLECULE_DISTRO).env && set +a &&)
 
-.PHONY: demo demo-clean test quick lint unit molecule venv engine images model wheelhouse clean
+.PHONY: demo demo-clean test quick lint unit molecule venv engine images demo-images model wheelhouse clean
 
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,7 +40,10 @@ engine:
 	scripts/ensure-docker.sh
 
 images: engine
-	CACHE=$(CACHE) scripts/build-images.sh
+	CACHE=$(CACHE) scripts/build-images.sh bookworm bullseye
+
+demo-images: engine
+	CACHE=$(CACHE) scripts/build-images.sh bookworm
 
 model: venv
 	python scripts/make_tiny_model.py $(CACHE)/models/tiny-chat
@@ -49,7 +52,7 @@ wheelhouse:
 	mkdir -p $(CACHE)/wheelhouse
 	$(if $(TORCH_CPU_WHEEL),cp -u $(TORCH_CPU_WHEEL) $(CACHE)/wheelhouse/)
 
-demo: venv images model wheelhouse
+demo: venv demo-images model wheelhouse
 	$(PLAYBOOK) demo/host.yml
 	$(PLAYBOOK) playbooks/site.yml
 	@echo

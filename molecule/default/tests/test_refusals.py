@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,25 @@ import pytest
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 UNIT = "/etc/systemd/system/vllm-server.service"
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_playbook(host, playbook: str, extra: dict) -> tuple[int, str]:
+    """The real playbook against one converged host; returns (rc, output as one line of words)."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_FORCE_COLOR": "0"}
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
+         str(PROJECT / "playbooks" / playbook), "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=env, timeout=600)
+    return result.returncode, " ".join(ANSI.sub("", result.stdout + result.stderr).split())
+
+
+def only_first_host(host):
+    if host.backend.get_hostname() != os.environ.get("MOLECULE_HOST1_NAME", "vllm-debian12"):
+        pytest.skip("checked on one host")
+
 
 CASES = {
     "gpu listed twice": ({"vllm_server_device": "cuda", "vllm_server_gpus": [0, 0]},
@@ -36,17 +56,11 @@ def state(host):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_refused_before_any_change(host, case):
     extra, message = CASES[case]
-    if host.backend.get_hostname() != os.environ.get("MOLECULE_HOST1_NAME", "vllm-debian12"):
-        pytest.skip("checked on one host")
+    only_first_host(host)
     before = state(host)
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
-         str(PROJECT / "playbooks" / "site.yml"), "-e", json.dumps(extra)],
-        capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-                                             "ANSIBLE_NOCOLOR": "1"}, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out
-    assert " ".join(message.split()) in " ".join(out.split()), out[-3000:]
+    rc, out = run_playbook(host, "site.yml", extra)
+    assert rc != 0, out
+    assert " ".join(message.split()) in out, out[-3000:]
     assert "changed=0" in out
     assert state(host) == before
     assert host.service("vllm-server").is_running
@@ -54,15 +68,9 @@ def test_bad_input_is_refused_before_any_change(host, case):
 
 def test_failed_verification_says_why_and_shows_the_log(host):
     """The verify playbook against a model name the server does not serve: a clear failure with the log."""
-    if host.backend.get_hostname() != os.environ.get("MOLECULE_HOST1_NAME", "vllm-debian12"):
-        pytest.skip("checked on one host")
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
-         str(PROJECT / "playbooks" / "verify.yml"), "-e", "vllm_server_model_name=not-served"],
-        capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-                                             "ANSIBLE_NOCOLOR": "1"}, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out
+    only_first_host(host)
+    rc, out = run_playbook(host, "verify.yml", {"vllm_server_model_name": "not-served"})
+    assert rc != 0, out
     assert "does not serve model 'not-served'" in out, out[-3000:]
     assert "journalctl -u vllm-server.service" in out
     assert "GET /health HTTP/1.1" in out  # the log lines themselves: vLLM logs each request
