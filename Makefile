@@ -73,8 +73,13 @@ unit: venv
 
 quick: lint unit
 
+# the test hosts' inner Docker storage lives in named volumes: removed before and after, so every
+# run builds the image from nothing, as CI does
+MOLECULE_VOLUMES = $(MOLECULE_ENV) docker volume rm -f $${MOLECULE_HOST1_NAME:-vllm-debian12}-docker $${MOLECULE_HOST2_NAME:-vllm-debian11}-docker >/dev/null
+
 molecule: venv images model wheelhouse
-	$(MOLECULE_ENV) molecule test -s default
+	$(MOLECULE_VOLUMES) || true
+	rc=0; $(MOLECULE_ENV) molecule test -s default || rc=$$?; $(MOLECULE_VOLUMES) || true; exit $$rc
 
 test: lint unit molecule
 
