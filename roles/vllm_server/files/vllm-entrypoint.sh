@@ -8,6 +8,9 @@
 # parallel size is given, it defaults to their number (the seed asked users to add -tp by hand).
 # The API key, when wanted, comes from the environment (VLLM_API_KEY), never from arguments.
 set -eu
+if [ "${1:-}" = --healthcheck ]; then  # Docker's HEALTHCHECK: is /health answering 200?
+    exec python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('VLLM_PORT', '9999'), timeout=4)"
+fi
 : "${MODEL_DIR:?MODEL_DIR must name the model directory under /workspace/models}"
 model_path="${VLLM_MODELS_ROOT:-/workspace/models}/${MODEL_DIR}"
 if [ ! -f "${model_path}/config.json" ]; then
