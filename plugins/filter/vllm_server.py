@@ -34,6 +34,14 @@ OWNED_ARGS = {
 }
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+# what vLLM 0.32/0.33 allocate in /dev/shm for their engine queues, with room to spare
+MIN_SHM_MIB = 512
+
+
+def size_mib(size: str) -> float:
+    """Docker's size notation ('16g', '512m', '1073741824') in MiB."""
+    unit = size[-1].lower() if size[-1].isalpha() else "b"
+    return int(size.rstrip("bkmgBKMG")) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit] / 1024**2
 
 
 def tensor_parallel_size(p: dict[str, Any]) -> int:
@@ -88,6 +96,8 @@ def param_errors(p: dict[str, Any]) -> list[str]:
     shm = str(p.get("shm_size") or "")
     if shm and not SIZE.match(shm):
         bad("shm_size", f"expected a size such as '16g' (or '' for --ipc=host), got {shm!r}")
+    elif shm and size_mib(shm) < MIN_SHM_MIB:
+        bad("shm_size", f"{shm!r} is too small: vLLM's queues need at least {MIN_SHM_MIB} MiB ('1g' or more)")
     key = str(p.get("api_key") or "")
     if key and (any(c.isspace() for c in key) or len(key) < 8):
         bad("api_key", "expected at least 8 characters and no whitespace")

@@ -70,7 +70,11 @@ def entry(tmp_path):
     (tmp_path / "models" / "Orion-14B-Chat").mkdir(parents=True)
     (tmp_path / "models" / "Orion-14B-Chat" / "config.json").write_text("{}")
 
-    def run(*args, **env):
+    def run(*args, shm_free_mib=8000, **env):
+        df = tmp_path / "bin" / "df"  # the /dev/shm the entrypoint sees
+        df.write_text(f'#!/bin/sh\necho "Filesystem 1M-blocks Used Available Capacity Mounted"\n'
+                      f'echo "shm 64 0 {shm_free_mib} 0% /dev/shm"\n')
+        df.chmod(0o755)
         full = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "VLLM_MODELS_ROOT": str(tmp_path / "models"), **env}
         return subprocess.run(["sh", str(FILES / "vllm-entrypoint.sh"), *args], env=full,
                               capture_output=True, text=True)
@@ -109,6 +113,23 @@ def test_entrypoint_refuses_a_missing_model(entry):
 def test_entrypoint_needs_model_dir(entry):
     r = entry()
     assert r.returncode != 0 and "MODEL_DIR" in r.stderr
+
+
+def test_entrypoint_refuses_a_small_dev_shm_before_loading(entry):
+    r = entry(MODEL_DIR="Orion-14B-Chat", shm_free_mib=64)
+    assert r.returncode == 3
+    assert "/dev/shm has 64 MiB free" in r.stderr and "--ipc=host" in r.stderr
+    assert r.stdout == ""  # vLLM was not started
+
+
+def test_entrypoint_accepts_a_large_dev_shm(entry):
+    r = entry(MODEL_DIR="Orion-14B-Chat", shm_free_mib=8000)
+    assert r.returncode == 0 and "/dev/shm" not in r.stderr
+
+
+def test_entrypoint_shm_check_can_be_lowered(entry):
+    r = entry(MODEL_DIR="Orion-14B-Chat", shm_free_mib=64, VLLM_MIN_SHM_MIB="0")
+    assert r.returncode == 0
 
 
 def test_entrypoint_is_executable():

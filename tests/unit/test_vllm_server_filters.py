@@ -135,6 +135,8 @@ def test_command_line_quotes_the_gpu_list():
     ({"gpu_memory_utilization": 1.5}, "vllm_server_gpu_memory_utilization", "(0, 1]"),
     ({"gpu_memory_utilization": 0}, "vllm_server_gpu_memory_utilization", "(0, 1]"),
     ({"shm_size": "lots"}, "vllm_server_shm_size", "16g"),
+    ({"shm_size": "64m"}, "vllm_server_shm_size", "too small"),
+    ({"shm_size": "100000"}, "vllm_server_shm_size", "too small"),
     ({"api_key": "short"}, "vllm_server_api_key", "at least 8"),
     ({"api_key": "has space in it"}, "vllm_server_api_key", "no whitespace"),
     ({"extra_args": "--max-num-seqs 64"}, "vllm_server_extra_args", "list of strings"),

@@ -25,6 +25,15 @@ if [ "$tp_given" = no ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
     n=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
     if [ "$n" -gt 1 ]; then set -- --tensor-parallel-size "$n" "$@"; fi
 fi
+# vLLM's engine and workers talk through queues in /dev/shm (about 400 MiB with vLLM 0.32/0.33).
+# Docker gives a container 64 MiB unless it runs with --ipc=host or --shm-size, and the seed's
+# docker run line has neither: say so now, not in a stack trace after the model has loaded.
+shm_free_mib=$(df -Pm /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')
+if [ -n "$shm_free_mib" ] && [ "$shm_free_mib" -lt "${VLLM_MIN_SHM_MIB:-512}" ]; then
+    echo "vllm-entrypoint: /dev/shm has ${shm_free_mib} MiB free; vLLM needs at least ${VLLM_MIN_SHM_MIB:-512} MiB." \
+         "Run the container with --ipc=host (or --shm-size=16g). VLLM_MIN_SHM_MIB=0 skips this check." >&2
+    exit 3
+fi
 exec python3 -m vllm.entrypoints.openai.api_server \
     --host 0.0.0.0 --port "${VLLM_PORT:-9999}" \
     --model "$model_path" --served-model-name "${MODEL_NAME:-$MODEL_DIR}" "$@"
