@@ -9,7 +9,8 @@ set -eux
 target=$1
 export DEBIAN_FRONTEND=noninteractive
 case "$target" in
-    cpu) packages="libnuma1 libtcmalloc-minimal4" ;;
+    # g++ and the Python headers: torch.compile (inductor) builds C++ kernels at startup on the CPU
+    cpu) packages="python3-dev g++ libnuma1 libtcmalloc-minimal4" ;;
     cuda) packages="python3-dev libnuma1 gcc g++" ;;
     cuda-source) packages="python3-dev git build-essential cmake ninja-build libnuma-dev" ;;
     *) echo "install-vllm.sh: unknown target '$target' (cpu, cuda or cuda-source)" >&2; exit 2 ;;
