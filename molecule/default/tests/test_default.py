@@ -166,3 +166,44 @@ def test_docker_engine_runs_with_the_merged_daemon_json(host):
     assert info["LiveRestoreEnabled"] is True
     assert info["LoggingDriver"] == "json-file"
     assert host.service("docker").is_enabled
+
+
+SEED_REQUEST = ('{"model": "orion14b-chat","temperature": 0.2,"stream": false, "messages": '
+                '[{"role": "user", "content":"Which company developed you as an AI agent?"}]}')
+
+
+def seed_run(host, hv, inspect, name, *extra):
+    """The seed's `docker run` line (section 3.2) against the image the role built, CPU form (no --gpus)."""
+    return host.run(
+        f"docker run -d {' '.join(extra)} --name {name} -p 9998:9999 -v /tmp/{name}-logs:/workspace/logs:rw "
+        f"-v {hv['vllm_server_model_root']}:/workspace/models -e MODEL_DIR={hv['vllm_server_model_dir']} "
+        f"-e MODEL_NAME=orion14b-chat {inspect['Config']['Image']}")
+
+
+def test_seed_docker_run_line_without_shm_is_refused_at_once(host, hv, inspect):
+    if hv.get("vllm_server_api_key"):
+        pytest.skip("checked on one host")
+    try:
+        assert seed_run(host, hv, inspect, "seed-small-shm").rc == 0
+        rc = int(host.check_output("docker wait seed-small-shm"))
+        logs = host.run("docker logs seed-small-shm").stderr
+        assert rc == 3
+        assert "/dev/shm has" in logs and "--ipc=host" in logs
+    finally:
+        host.run("docker rm -f seed-small-shm")
+
+
+def test_seed_docker_run_line_and_curl_work(host, hv, inspect):
+    """The seed's line with --ipc=host added, and without --enforce-eager (torch.compile on the CPU)."""
+    if hv.get("vllm_server_api_key"):
+        pytest.skip("checked on one host")
+    try:
+        assert seed_run(host, hv, inspect, "seed-line", "--ipc=host").rc == 0
+        ready = host.run("for i in $(seq 1 100); do curl -sf localhost:9998/health && exit 0; sleep 3; done; exit 1")
+        assert ready.rc == 0, host.run("docker logs --tail 40 seed-line").stderr
+        reply = json.loads(host.check_output(
+            f"curl -s http://0.0.0.0:9998/v1/chat/completions -H 'Content-Type: application/json' -d '{SEED_REQUEST}'"))
+        assert reply["object"] == "chat.completion" and reply["model"] == "orion14b-chat"
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+    finally:
+        host.run("docker rm -f seed-line")
