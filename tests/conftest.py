@@ -8,6 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "filter"))
 sys.path.insert(0, str(ROOT / "plugins" / "modules"))
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
 # modules import their helpers as ansible.module_utils.<name>, as on a managed host
 import ansible.module_utils  # noqa: E402
 

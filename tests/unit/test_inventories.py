@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader, init_plugin_loader
 from ansible.template import Templar
 from ansible.vars.manager import VariableManager
+from role_vars import ROOT, role_variables
 
-ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "vllm_server"
 init_plugin_loader()
 filter_loader.add_directory(str(ROOT / "plugins" / "filter"))
 
@@ -29,11 +25,7 @@ def hosts(inventory: str):
 
 
 def params(loader, host_vars) -> dict:
-    variables = {}
-    for p in (ROLE / "defaults" / "main.yml", ROLE / "vars" / "main.yml"):
-        variables.update(yaml.safe_load(p.read_text()))
-    variables.update(host_vars, role_path=str(ROLE), playbook_dir=str(ROOT / "playbooks"))
-    variables["__vllm_server_run_image"] = variables["__vllm_server_run_image_expr"]
+    variables = role_variables(**{**host_vars, "playbook_dir": str(ROOT / "playbooks")})
     return Templar(loader=loader, variables=variables).template(variables["__vllm_server_params"])
 
 

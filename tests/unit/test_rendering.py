@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import pytest
-import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader, init_plugin_loader
 from ansible.template import Templar
+from role_vars import ROLE, ROOT, role_variables
 
-ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "vllm_server"
 init_plugin_loader()
 filter_loader.add_directory(str(ROOT / "plugins" / "filter"))
 
 
 def render(template: str, **overrides) -> str:
-    variables = {}
-    for f in (ROLE / "defaults" / "main.yml", ROLE / "vars" / "main.yml"):
-        variables.update(yaml.safe_load(f.read_text()))
-    variables.update(role_path=str(ROLE), ansible_managed="Managed by Ansible", **overrides)
-    # preflight fixes the image once per run with set_fact
-    variables["__vllm_server_run_image"] = variables["__vllm_server_run_image_expr"]
+    variables = role_variables(ansible_managed="Managed by Ansible", **overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
     return templar.template((ROLE / "templates" / template).read_text(), escape_backslashes=False)
 
