@@ -2,7 +2,7 @@
 #   make demo        a local container host, provisioned by the real playbooks, serving a tiny model on :9999
 #   make demo-clean  removes it
 #   make test        lint, unit tests, molecule (everything CI runs)
-#   make lint | unit | molecule   one tier;  make quick   lint + unit (seconds)
+#   make lint | unit | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit (seconds)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -26,7 +26,7 @@ PLAYBOOK := ansible-playbook -i inventories/local
 MOLECULE_DISTRO ?=
 MOLECULE_ENV := $(if $(MOLECULE_DISTRO),set -a && . molecule/default/distros/$(MOLECULE_DISTRO).env && set +a &&)
 
-.PHONY: demo demo-clean test quick lint unit molecule venv engine images demo-images model wheelhouse clean
+.PHONY: demo demo-clean test quick lint unit molecule molecule-default molecule-gpu-prep venv engine images demo-images model wheelhouse clean
 
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -66,7 +66,7 @@ demo-clean: venv
 lint: venv
 	yamllint --strict .
 	ansible-lint
-	ruff check plugins tests scripts
+	ruff check plugins tests scripts molecule
 
 unit: venv
 	pytest -q tests/unit
@@ -77,9 +77,18 @@ quick: lint unit
 # run builds the image from nothing, as CI does
 MOLECULE_VOLUMES = $(MOLECULE_ENV) docker volume rm -f $${MOLECULE_HOST1_NAME:-vllm-debian12}-docker $${MOLECULE_HOST2_NAME:-vllm-debian11}-docker >/dev/null
 
-molecule: venv images model wheelhouse
+# GPU host preparation without a GPU: Debian's driver user space, nouveau, the toolkit from a local
+# test-double repository, the no-GPU path (molecule/gpu-prep)
+GPUPREP_VOLUMES = docker volume rm -f gpuprep-forced-docker >/dev/null
+molecule-gpu-prep: venv images
+	$(GPUPREP_VOLUMES) || true
+	rc=0; molecule test -s gpu-prep || rc=$$?; $(GPUPREP_VOLUMES) || true; exit $$rc
+
+molecule-default: venv images model wheelhouse
 	$(MOLECULE_VOLUMES) || true
 	rc=0; $(MOLECULE_ENV) molecule test -s default || rc=$$?; $(MOLECULE_VOLUMES) || true; exit $$rc
+
+molecule: molecule-gpu-prep molecule-default
 
 test: lint unit molecule
 

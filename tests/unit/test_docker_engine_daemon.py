@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -44,9 +45,23 @@ def test_contributions_apply_in_owner_name_order():
     assert out["default-runtime"] == "z"
 
 
+def test_fragments_left_on_the_host_merge_between_defaults_and_contributions():
+    import base64
+
+    def slurped(keys: dict) -> dict:
+        return {"content": base64.b64encode(json.dumps(keys).encode()).decode()}
+
+    nvidia = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
+    out = merged(__docker_engine_fragments={"results": [slurped(nvidia), slurped({"default-runtime": "nvidia"})]},
+                 docker_engine_daemon_contributions={"x": {"default-runtime": "runc"}})
+    assert out["runtimes"] == nvidia["runtimes"] and out["default-runtime"] == "runc"
+    assert out["live-restore"] is True
+
+
 def test_only_the_role_writes_daemon_json():
-    """No file outside the docker_engine role names daemon.json: other roles hand over keys instead."""
+    """No file outside the docker_engine role names daemon.json itself: other roles leave fragments
+    in daemon.json.d/ (or hand over keys) and run docker_engine's daemon tasks."""
     root = ROLE.parent.parent
     mentions = [p.relative_to(root) for d in ("roles", "playbooks", "inventories") for p in (root / d).rglob("*.yml")
-                if "daemon.json" in p.read_text()]
+                if re.search(r"daemon\.json(?!\.d)", p.read_text())]
     assert mentions and all(p.parts[:2] == ("roles", "docker_engine") for p in mentions), mentions

@@ -5,29 +5,16 @@ Each case runs the real site playbook against the converged host with one wrong 
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from playbook_runner import run_playbook  # noqa: E402
+
 UNIT = "/etc/systemd/system/vllm-server.service"
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def run_playbook(host, playbook: str, extra: dict) -> tuple[int, str]:
-    """The real playbook against one converged host; returns (rc, output as one line of words)."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0"}
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
-         str(PROJECT / "playbooks" / playbook), "-e", json.dumps(extra)],
-        capture_output=True, text=True, env=env, timeout=600)
-    return result.returncode, " ".join(ANSI.sub("", result.stdout + result.stderr).split())
 
 
 def only_first_host(host):
@@ -44,6 +31,9 @@ CASES = {
                             "vllm_server_model_root: expected the absolute host path"),
     "model not on the host": ({"vllm_server_model_dir": "no-such-model"},
                               "no-such-model/config.json\nis not on"),
+    # a GPU that is not there: the test hosts have none, so the GPU preflight stops the run
+    "gpu that does not exist": ({"vllm_server_device": "cuda", "vllm_server_gpus": [3]},
+                                "vllm_server_device: cuda needs a working NVIDIA driver on"),
 }
 
 
