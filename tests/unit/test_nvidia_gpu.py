@@ -205,3 +205,12 @@ def test_the_module_sets_the_fact_and_changes_nothing(monkeypatch):
     with pytest.raises(Exit) as e:
         mod.main()
     assert e.value.args[0] == {"changed": False, "ansible_facts": {"nvidia_gpu": {"count": 0}}}
+
+
+def test_several_gpus_parse_in_order():
+    # the H100's row repeated for an 8-GPU board, indices and bus ids changed by hand
+    row = fixture("query.txt").strip()
+    text = "\n".join(row.replace("0, ", f"{i}, ", 1).replace("00:06.0", f"{i:02x}:00.0") for i in range(8)) + "\n"
+    gpus = ng.parse_query(text, FIELDS)
+    assert [g["index"] for g in gpus] == list(range(8))
+    assert gpus[7]["pci_bus_id"] == "00000000:07:00.0" and {g["memory_total_mib"] for g in gpus} == {81559}
