@@ -38,6 +38,21 @@ def test_every_host_passes_the_checks(inventory):
     assert seen > 0
 
 
+@pytest.mark.parametrize("role", ["nvidia_driver", "nvidia_container_toolkit"])
+def test_the_example_fleets_gpu_settings_are_the_roles_own(role):
+    import yaml
+
+    options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    options = options["argument_specs"]["main"]["options"]
+    for name, _, hv in hosts("example"):
+        for key, value in hv.items():
+            if key.startswith(role + "_"):
+                assert key in options, (name, key)
+                assert value in options[key].get("choices", [value]), (name, key, value)
+    legacy = dict(next(hv for n, _, hv in hosts("example") if n.startswith("gpu-v100")))
+    assert legacy["nvidia_driver_kernel_modules"] == "proprietary"
+
+
 def test_example_fleet_shapes():
     by_host = {name: params(loader, hv) for name, loader, hv in hosts("example")}
     assert by_host["gpu-a100-02.example.internal"]["gpus"] == [2, 3]
