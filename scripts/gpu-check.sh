@@ -4,7 +4,8 @@
 # 1. captures nvidia-smi's answers (the unit tests' fixtures come from this);
 # 2. runs playbooks/gpu-check.yml against localhost: GPU discovery, the nvidia_driver role's decision
 #    (the wanted driver is loaded: nothing to do), vllm_server's GPU preflight with a model that fits;
-# 3. runs it again with three wrong inputs, each of which must be refused with its message:
+# 3. on several GPUs: a model that fits only across all of them passes with all, is refused on one;
+# 4. runs it again with three wrong inputs, each of which must be refused with its message:
 #    a GPU index that does not exist, a model too large for the GPU, an image CUDA newer than the driver.
 # Read-only: nothing on the host is installed or changed. Exit status 0 when every step behaved.
 set -u
@@ -35,6 +36,21 @@ else
   echo "FAIL: the check itself failed"; status=1
 fi
 grep -E "msg:|driver_version|cuda_version|count:|name:|memory_total_mib|compute_capability|failed=" "$out/playbook.txt" | head -40
+
+gpus=$(grep -c "^[0-9]" "$out/query.txt")
+if [ "$gpus" -gt 1 ]; then
+  # a model too large for one GPU that fits across all of them (tensor parallel over every GPU)
+  mkdir -p "$models/across-all"
+  truncate -s "$((gpus * 50))G" "$models/across-all/model.safetensors"
+  all=$(seq -s, 0 $((gpus - 1)))
+  echo "== every GPU ($all) for a $((gpus * 50)) GiB model =="
+  if play -e gpu_check_model_dir=across-all -e "{\"vllm_server_gpus\": [$all]}" > "$out/playbook-all-gpus.txt" 2>&1 \
+     && ! play -e gpu_check_model_dir=across-all > "$out/refused-one-gpu.txt" 2>&1; then
+    echo "PASS: fits across $gpus GPUs, refused on GPU 0 alone"
+  else
+    echo "FAIL: the tensor-parallel estimate"; status=1
+  fi
+fi
 
 refused() {  # name, expected words, extra arguments
   local name=$1 words=$2; shift 2

@@ -214,3 +214,11 @@ def test_several_gpus_parse_in_order():
     gpus = ng.parse_query(text, FIELDS)
     assert [g["index"] for g in gpus] == list(range(8))
     assert gpus[7]["pci_bus_id"] == "00000000:07:00.0" and {g["memory_total_mib"] for g in gpus} == {81559}
+
+
+def test_the_two_h100_machine_parses():
+    two = Path(__file__).parent / "fixtures" / "nvidia" / "2xh100-580.159.04"
+    gpus = ng.parse_query((two / "query.txt").read_text(), FIELDS)
+    assert [(g["index"], g["pci_bus_id"]) for g in gpus] == [(0, "00000000:00:06.0"), (1, "00000000:00:07.0")]
+    assert len({g["uuid"] for g in gpus}) == 2
+    assert ng.parse_smi_header((two / "smi.txt").read_text()) == ("580.159.04", "13.0")
