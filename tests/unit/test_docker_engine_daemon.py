@@ -6,18 +6,18 @@ import json
 import re
 from pathlib import Path
 
-import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar
+from role_vars import defaults_and_vars
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "docker_engine"
 init_plugin_loader()
 
 
 def merged(**overrides) -> dict:
-    variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    variables.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()), **overrides)
+    variables = defaults_and_vars("docker_engine")
+    variables.update(**overrides)
     text = Templar(loader=DataLoader(), variables=variables).template(
         "{{ __docker_engine_daemon_merged | to_nice_json }}")
     return json.loads(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader, init_plugin_loader
@@ -40,8 +41,6 @@ def test_every_host_passes_the_checks(inventory):
 
 @pytest.mark.parametrize("role", ["nvidia_driver", "nvidia_container_toolkit"])
 def test_the_example_fleets_gpu_settings_are_the_roles_own(role):
-    import yaml
-
     options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
     options = options["argument_specs"]["main"]["options"]
     for name, _, hv in hosts("example"):

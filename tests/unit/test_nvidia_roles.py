@@ -7,16 +7,14 @@ here from the roles' own variables, with the facts each platform reports.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar
+from role_vars import defaults_and_vars
 
-ROOT = Path(__file__).resolve().parents[2]
 init_plugin_loader()
 
 PLATFORMS = {  # distribution, version, major, os_family, release
@@ -33,9 +31,7 @@ PLATFORMS = {  # distribution, version, major, os_family, release
 
 def render(role: str, expr: str, platform: str, **overrides: Any) -> Any:
     distribution, version, major, family, release = PLATFORMS[platform]
-    variables: dict[str, Any] = {}
-    for f in ("defaults/main.yml", "vars/main.yml"):
-        variables.update(yaml.safe_load((ROOT / "roles" / role / f).read_text()))
+    variables = defaults_and_vars(role)
     variables.update(ansible_facts={"distribution": distribution, "distribution_version": version,
                                     "distribution_major_version": major, "os_family": family,
                                     "distribution_release": release, "architecture": "x86_64",
@@ -92,7 +88,7 @@ def test_headers_for_the_running_kernel(platform, headers):
 
 
 def test_branch_limits_name_centos7_and_debians_archive():
-    limits = yaml.safe_load((ROOT / "roles/nvidia_driver/vars/main.yml").read_text())["__nvidia_driver_branch_limits"]
+    limits = defaults_and_vars("nvidia_driver")["__nvidia_driver_branch_limits"]
     assert limits == {"cuda_repo": {"RedHat-7": 550}, "distro": {"Debian-11": 470, "Debian-12": 535}}
 
 
