@@ -2,10 +2,13 @@
 # Builds, on the local Docker engine, the images the demo and the tests need, without a registry:
 #   local/vllm-testhost-debian:bookworm   Debian 12 host with systemd (molecule platform, demo host)
 #   local/vllm-testhost-debian:bullseye   Debian 11 host with systemd (molecule platform)
-#   debian:bookworm-slim                  stand-in for the public base image of the `cpu` target,
-#                                         saved to $CACHE/images/debian-bookworm-slim.tar so that
-#                                         the playbooks preload it on hosts that cannot pull
-# Each image is made with debootstrap from Debian's archive; one that exists is kept.
+#   local/debian:bookworm-slim            Debian 12 minbase: the base image of the `cpu` target here,
+#                                         saved to $CACHE/images/local-debian-bookworm-slim.tar so
+#                                         that the playbooks preload it on hosts that cannot pull
+#                                         (inventories/local passes it as the CPU_BASE_IMAGE build
+#                                         argument; the Dockerfile's default stays the public image)
+# Each image is made with debootstrap from Debian's archive; one that exists is kept. Local names
+# only: a public name here would hide, and be mistaken for, the registry's image.
 # Usage: build-images.sh [SUITE...]   test-host suites to build (default: bookworm bullseye)
 set -euo pipefail
 CACHE=${CACHE:-$(pwd)/.cache}
@@ -34,10 +37,13 @@ for suite in "${@:-bookworm bullseye}"; do
     bootstrap "$s" "local/vllm-testhost-debian:$s" "$host_pkgs" 'CMD ["/lib/systemd/systemd"]'
   done
 done
-bootstrap bookworm debian:bookworm-slim "" 'CMD ["bash"]'
+base=local/debian:bookworm-slim
+bootstrap bookworm "$base" "" 'CMD ["bash"]'
 
-archive="$CACHE/images/debian-bookworm-slim.tar"
-if [ ! -s "$archive" ]; then
-  $DOCKER save debian:bookworm-slim -o "$archive.tmp" && mv "$archive.tmp" "$archive"
+# saved again when the archive is missing or does not hold the image under this name
+archive="$CACHE/images/local-debian-bookworm-slim.tar"
+if ! grep -qF "\"$base\"" <<<"$(tar -xOf "$archive" manifest.json 2>/dev/null)"; then
+  echo "image $base: saving to $archive"
+  $DOCKER save "$base" -o "$archive.tmp" && mv "$archive.tmp" "$archive"
 fi
 echo "images ready; base image archive: $archive"

@@ -2,19 +2,25 @@
 """Write a tiny random-weight Llama chat model that vLLM can serve, with no model hub and no torch.
 
 2 layers, hidden 128, 4 heads / 2 KV heads (head_dim 32: vLLM's CPU attention needs >= 32), a
-byte-level BPE tokenizer trained on this repository's own text, a chat template, safetensors
-weights: about 3.5 MB. Replies are gibberish; shape and protocol are real.
+byte-level BPE tokenizer trained on tiny_model_corpus.txt (beside this script, and nothing else), a
+chat template, safetensors weights: about 2.3 MB. Replies are gibberish; shape and protocol are real.
+The output is the same bytes on every run and every machine with the same script, corpus and
+library versions; OUTPUT_DIR/make_tiny_model.sha256 records a digest of those inputs.
 
-Usage: make_tiny_model.py OUTPUT_DIR   (does nothing when OUTPUT_DIR/config.json exists)
+Usage: make_tiny_model.py OUTPUT_DIR   (does nothing when OUTPUT_DIR/config.json exists and was made
+from the same inputs; a model made from other inputs, or left half-written, is written over)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import tokenizers
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -27,20 +33,37 @@ CHAT_TEMPLATE = (
 )
 
 
-def corpus(root: Path) -> list[str]:
-    texts = [p.read_text(errors="ignore") for p in sorted(root.rglob("*")) if p.suffix in {".md", ".py", ".yml"}]
-    return [t for t in texts if t] or ["Which company developed you as an AI agent? " * 50]
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "tiny_model_corpus.txt"
+STAMP = "make_tiny_model.sha256"  # written last: a model without it, or with another digest, is remade
+FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+         "special_tokens_map.json", "model.safetensors", STAMP]
 
 
-def tokenizer(root: Path) -> Tokenizer:
+def inputs_digest() -> str:
+    """Digest of everything the output depends on: this script, the corpus and the libraries' versions."""
+    h = hashlib.sha256()
+    for part in (Path(__file__).resolve().read_bytes(), CORPUS.read_bytes(),
+                 f"numpy {np.__version__} tokenizers {tokenizers.__version__} "
+                 f"safetensors {safetensors.__version__}".encode()):
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def corpus() -> list[str]:
+    return [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=VOCAB, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tok.train_from_iterator(corpus(root), trainer=trainer)
+    tok.train_from_iterator(corpus(), trainer=trainer)
     return tok
 
 
@@ -69,11 +92,16 @@ def weights(vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(out: Path) -> None:
+    digest = inputs_digest()
+    stamp = out / STAMP
     if (out / "config.json").is_file():
-        print(f"tiny model: {out} exists")
-        return
+        if stamp.is_file() and stamp.read_text().strip() == digest:
+            print(f"tiny model: {out} exists")
+            return
+        print(f"tiny model: {out} was made from other inputs: writing it again")
     out.mkdir(parents=True, exist_ok=True)
-    tok = tokenizer(Path(__file__).resolve().parent.parent)
+    stamp.unlink(missing_ok=True)
+    tok = tokenizer()
     tok.save(str(out / "tokenizer.json"))
     vocab = tok.get_vocab_size()
     ids = {s: tok.token_to_id(s) for s in SPECIAL}
@@ -96,8 +124,9 @@ def main(out: Path) -> None:
     (out / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"}, indent=2))
     save_file(weights(vocab), str(out / "model.safetensors"), metadata={"format": "pt"})
-    for f in out.iterdir():
-        f.chmod(0o644)
+    stamp.write_text(digest + "\n")
+    for name in FILES:
+        (out / name).chmod(0o644)
     print(f"tiny model: wrote {out} (vocab {vocab})")
 
 

