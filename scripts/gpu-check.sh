@@ -2,7 +2,7 @@
 # The real-GPU check: run on a GPU host, from a checkout of this project, with ansible-core on the PATH.
 #   scripts/gpu-check.sh [OUTDIR]
 # 1. captures nvidia-smi's answers (the unit tests' fixtures come from this);
-# 2. runs playbooks/gpu-check.yml against localhost: GPU discovery, the nvidia_driver role's decision
+# 2. runs playbooks/gpu_check.yml against localhost: GPU discovery, the nvidia_driver role's decision
 #    (the wanted driver is loaded: nothing to do), vllm_server's GPU preflight with a model that fits;
 # 3. on several GPUs: a model that fits only across all of them passes with all, is refused on one;
 # 4. runs it again with three wrong inputs, each of which must be refused with its message:
@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,memory.total,memory.free,compu
 
 play() {
   ansible-playbook -i localhost, -c local -e "ansible_python_interpreter=$(command -v python3)" \
-    -e "gpu_check_model_root=$models" playbooks/gpu-check.yml "$@"
+    -e "gpu_check_model_root=$models" playbooks/gpu_check.yml "$@"
 }
 # weights as sparse files: their size is what preflight reads, and they take no disk
 mkdir -p "$models/fits" "$models/too-large"

@@ -1,4 +1,4 @@
-"""Decisions on GPU hosts, taken on the controller from the facts nvidia_gpu_facts gathers.
+"""Decisions on GPU hosts, taken on the controller from the facts nvidia_gpu_info gathers.
 
 nvidia_driver_plan     what the nvidia_driver role does on a host (skip, nothing, install) and why
 cuda_min_driver        the oldest Linux driver a CUDA release runs on
@@ -98,7 +98,8 @@ def _gib(n: float) -> str:
 def gpu_preflight_errors(facts: dict[str, Any], p: dict[str, Any]) -> list[str]:
     """Why vllm_server cannot run on this host's GPUs; empty when it can.
 
-    p: host, gpus (indices), tensor_parallel_size, gpu_memory_utilization, cuda (the image's CUDA,
+    p: host, gpus (indices), tensor_parallel_size (as vllm_server resolves it: its filter
+    vllm_server_tensor_parallel_size holds the rule), gpu_memory_utilization, cuda (the image's CUDA,
     "" to skip the driver check), model_bytes (weights' size, 0 when unknown), model_path.
     """
     host = p.get("host", "the host")
@@ -130,7 +131,7 @@ def gpu_preflight_errors(facts: dict[str, Any], p: dict[str, Any]) -> list[str]:
     present = [by_index[i] for i in wanted if i in by_index]
     model_bytes = int(p.get("model_bytes") or 0)
     if present and model_bytes:
-        tp = int(p.get("tensor_parallel_size") or 0) or len(present)
+        tp = int(p["tensor_parallel_size"])
         util = float(p.get("gpu_memory_utilization", 0.9))
         smallest = min(g["memory_total_mib"] for g in present) * 1024**2
         budget = smallest * util * tp

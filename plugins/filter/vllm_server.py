@@ -8,6 +8,7 @@ they are unit-tested without Ansible running.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -52,7 +53,13 @@ def tensor_parallel_size(p: dict[str, Any]) -> int:
 
 
 def param_errors(p: dict[str, Any]) -> list[str]:
-    """Every problem with the variables, each naming the variable and what was expected."""
+    """Every problem with the variables, each naming the variable and what was expected: the rules
+    on their values, then the files they name on the controller."""
+    return value_errors(p) + controller_file_errors(p)
+
+
+def value_errors(p: dict[str, Any]) -> list[str]:
+    """The rules on the variables' values and between variables (no file system access)."""
     errors: list[str] = []
 
     def bad(var: str, msg: str) -> None:
@@ -112,6 +119,17 @@ def param_errors(p: dict[str, Any]) -> list[str]:
             flag = str(a).split("=", 1)[0]
             if flag in OWNED_ARGS:
                 bad("extra_args", f"{flag} is set by the role: use {OWNED_ARGS[flag]} instead")
+    if not p.get("image_build", True) and not str(p.get("image_given") or ""):
+        bad("image", "set the image to run when vllm_server_image_build is false")
+    if device == "cuda" and p.get("image_build", True) and not str(p.get("image_cuda") or ""):
+        bad("image_cuda_version", f"the CUDA release vLLM {p.get('vllm_version')} is built for is not in this "
+                                  f"role's table ({', '.join(p.get('cuda_known_releases') or [])}); set it (for "
+                                  "example \"12.8\"), so that preflight can check the host's driver against it.")
+    preload = p.get("image_preload") or []
+    if not isinstance(preload, list) or not all(isinstance(i, dict) and i.get("name") and i.get("archive")
+                                                for i in preload):
+        bad("image_preload", f"expected a list of {{name, archive}} such as [{{'name': 'debian:bookworm-slim', "
+                             f"'archive': '/srv/images/debian.tar'}}], got {preload!r}")
     for var in ("env", "secret_env"):
         env = p.get(var) or {}
         if not isinstance(env, dict):
@@ -122,6 +140,25 @@ def param_errors(p: dict[str, Any]) -> list[str]:
                 bad(var, f"{k!r} is not a valid environment variable name")
             if "\n" in str(v):
                 bad(var, f"the value of {k} holds a newline")
+    return errors
+
+
+def controller_file_errors(p: dict[str, Any]) -> list[str]:
+    """The files the variables name on the controller: the build's CA bundle and wheelhouse, the
+    image archives to preload."""
+    errors: list[str] = []
+    if p.get("image_build", True):
+        ca = str(p.get("build_ca_bundle") or "")
+        if ca and not os.path.isfile(ca):
+            errors.append(f"vllm_server_build_ca_bundle: {ca} is not a file on the controller")
+        wheels = str(p.get("build_wheelhouse") or "")
+        if wheels and not os.path.isdir(wheels):
+            errors.append(f"vllm_server_build_wheelhouse: {wheels} is not a directory on the controller")
+    preload = p.get("image_preload") or []
+    for i in preload if isinstance(preload, list) else []:
+        if isinstance(i, dict) and i.get("archive") and not os.path.isfile(str(i["archive"])):
+            errors.append(f"vllm_server_image_preload: archive {i['archive']} for {i.get('name')} is not a file "
+                          "on the controller")
     return errors
 
 

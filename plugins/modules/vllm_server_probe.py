@@ -76,7 +76,15 @@ completion_seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.vllm_openai_probe import ProbeError, probe
+
+# Both forms, so the module runs from the checkout (ansible.cfg's module_utils path) and from the
+# installed collection vllm_fleet.fleet. ansible-core packs whichever of them it finds: imports
+# inside try/except are optional to its dependency finder. The checkout's comes first, so a run
+# from the checkout never takes an older installed copy of the collection.
+try:
+    from ansible.module_utils.vllm_openai_probe import ProbeError, probe
+except ImportError:
+    from ansible_collections.vllm_fleet.fleet.plugins.module_utils.vllm_openai_probe import ProbeError, probe
 
 
 def main():

@@ -1,7 +1,8 @@
-"""daemon.json has one writer: defaults, then other roles' contributions, then the operator's keys."""
+"""daemon.json has one writer: defaults, then the fragments other roles hand over, then the operator's keys."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -28,34 +29,31 @@ def test_defaults_rotate_logs_and_keep_containers_over_restarts():
                         "live-restore": True}
 
 
-def test_contributions_merge_recursively_and_the_operator_wins():
+def slurped(keys: dict) -> dict:
+    """A fragment as the role's slurp task registers it."""
+    return {"content": base64.b64encode(json.dumps(keys).encode()).decode()}
+
+
+def test_fragments_merge_recursively_over_the_defaults_and_the_operator_wins():
     nvidia = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
-    out = merged(
-        docker_engine_daemon_contributions={"nvidia_container_toolkit": nvidia,
-                                            "a_logging_role": {"log-opts": {"max-size": "50m"}}},
-        docker_engine_daemon_options={"log-opts": {"max-file": "10"}, "data-root": "/data/docker"})
+    out = merged(__docker_engine_fragments={"results": [slurped({"log-opts": {"max-size": "50m"}}), slurped(nvidia)]},
+                 docker_engine_daemon_options={"log-opts": {"max-file": "10"}, "data-root": "/data/docker"})
     assert out["runtimes"] == nvidia["runtimes"]
     assert out["log-opts"] == {"max-size": "50m", "max-file": "10"}
     assert out["data-root"] == "/data/docker"
     assert out["live-restore"] is True
 
 
-def test_contributions_apply_in_owner_name_order():
-    out = merged(docker_engine_daemon_contributions={"zz": {"default-runtime": "z"}, "aa": {"default-runtime": "a"}})
+def test_later_fragments_win_over_earlier_ones():
+    out = merged(__docker_engine_fragments={"results": [slurped({"default-runtime": "a"}),
+                                                        slurped({"default-runtime": "z"})]})
     assert out["default-runtime"] == "z"
 
 
-def test_fragments_left_on_the_host_merge_between_defaults_and_contributions():
-    import base64
-
-    def slurped(keys: dict) -> dict:
-        return {"content": base64.b64encode(json.dumps(keys).encode()).decode()}
-
-    nvidia = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
-    out = merged(__docker_engine_fragments={"results": [slurped(nvidia), slurped({"default-runtime": "nvidia"})]},
-                 docker_engine_daemon_contributions={"x": {"default-runtime": "runc"}})
-    assert out["runtimes"] == nvidia["runtimes"] and out["default-runtime"] == "runc"
-    assert out["live-restore"] is True
+def test_the_operator_wins_over_fragments():
+    out = merged(__docker_engine_fragments={"results": [slurped({"default-runtime": "nvidia"})]},
+                 docker_engine_daemon_options={"default-runtime": "runc"})
+    assert out["default-runtime"] == "runc"
 
 
 def test_only_the_role_writes_daemon_json():

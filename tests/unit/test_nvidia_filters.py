@@ -99,7 +99,7 @@ def test_the_table_rises_with_cuda():
 
 # ---- gpu_preflight_errors ------------------------------------------------------------------------
 def params(**kw):
-    base = {"host": "gpu-01", "gpus": [0], "tensor_parallel_size": 0, "gpu_memory_utilization": 0.9,
+    base = {"host": "gpu-01", "gpus": [0], "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
             "cuda": "13.0", "model_bytes": 14 * GIB, "model_path": "/srv/models/m"}
     base.update(kw)
     return base
@@ -125,7 +125,7 @@ def test_a_model_too_large_gets_the_estimate(h100):
 def test_tensor_parallel_shares_the_weights(h100):
     two = copy.deepcopy(h100)
     two["gpus"].append(dict(two["gpus"][0], index=1))
-    assert gpu_preflight_errors(two, params(gpus=[0, 1], model_bytes=130 * GIB)) == []
+    assert gpu_preflight_errors(two, params(gpus=[0, 1], tensor_parallel_size=2, model_bytes=130 * GIB)) == []
     assert gpu_preflight_errors(two, params(gpus=[0, 1], tensor_parallel_size=1, model_bytes=130 * GIB))
 
 

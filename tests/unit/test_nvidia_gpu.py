@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 from types import SimpleNamespace
 
-import nvidia_gpu_facts as mod
+import nvidia_gpu_info as mod
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils import nvidia_gpu as ng
@@ -204,7 +204,7 @@ def test_the_module_sets_the_fact_and_changes_nothing(monkeypatch):
     monkeypatch.setattr(mod, "gather", lambda run: {"count": 0})
     with pytest.raises(Exit) as e:
         mod.main()
-    assert e.value.args[0] == {"changed": False, "ansible_facts": {"nvidia_gpu": {"count": 0}}}
+    assert e.value.args[0] == {"changed": False, "nvidia_gpu": {"count": 0}}
 
 
 def test_several_gpus_parse_in_order():

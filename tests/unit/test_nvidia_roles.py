@@ -31,11 +31,11 @@ PLATFORMS = {  # distribution, version, major, os_family, release
 
 def render(role: str, expr: str, platform: str, **overrides: Any) -> Any:
     distribution, version, major, family, release = PLATFORMS[platform]
-    variables = defaults_and_vars(role)
-    variables.update(ansible_facts={"distribution": distribution, "distribution_version": version,
-                                    "distribution_major_version": major, "os_family": family,
-                                    "distribution_release": release, "architecture": "x86_64",
-                                    "kernel": "6.8.0-45-generic"}, **overrides)
+    facts = {"distribution": distribution, "distribution_version": version, "distribution_major_version": major,
+             "os_family": family, "distribution_release": release, "architecture": "x86_64",
+             "kernel": "6.8.0-45-generic"}
+    variables = defaults_and_vars(role, facts)
+    variables.update(ansible_facts=facts, fleet_common_deb_architecture="amd64", **overrides)
     return Templar(loader=DataLoader(), variables=variables).template(expr)
 
 
@@ -72,7 +72,8 @@ def test_packages_per_source_and_platform(platform, source, modules, userspace, 
 
 
 def test_a_mirror_that_renames_packages_is_followed():
-    kw = {"nvidia_driver_packages": {"userspace": ["my-nvidia-B-libs"], "kernel": ["my-nvidia-B-kmod"]}}
+    kw = {"nvidia_driver_packages": {"userspace": ["my-nvidia-{{ nvidia_driver_branch }}-libs"],
+                                     "kernel": ["my-nvidia-{{ nvidia_driver_branch }}-kmod"]}}
     assert render("nvidia_driver", "{{ __nvidia_driver_userspace_packages }}", "debian12", **kw) == \
         ["my-nvidia-580-libs"]
     assert render("nvidia_driver", "{{ __nvidia_driver_kernel_packages }}", "debian12", **kw) == \
@@ -87,9 +88,18 @@ def test_headers_for_the_running_kernel(platform, headers):
     assert render("nvidia_driver", "{{ __nvidia_driver_headers }}", platform) == headers
 
 
-def test_branch_limits_name_centos7_and_debians_archive():
-    limits = defaults_and_vars("nvidia_driver")["__nvidia_driver_branch_limits"]
-    assert limits == {"cuda_repo": {"RedHat-7": 550}, "distro": {"Debian-11": 470, "Debian-12": 535}}
+@pytest.mark.parametrize(("platform", "limits"), [
+    ("centos7", {"cuda_repo": 550}), ("debian11", {"distro": 470}), ("debian12", {"distro": 535}),
+    ("ubuntu2204", {}), ("rocky9", {})])
+def test_branch_limits_name_centos7_and_debians_archive(platform, limits):
+    assert render("nvidia_driver", "{{ __nvidia_driver_newest_branch }}", platform) == limits
+
+
+@pytest.mark.parametrize(("platform", "sources"), [
+    ("ubuntu2004", ["cuda_repo", "distro"]), ("debian12", ["cuda_repo", "distro"]), ("rocky9", ["cuda_repo"]),
+    ("centos7", ["cuda_repo"])])
+def test_the_sources_offered_per_platform(platform, sources):
+    assert render("nvidia_driver", "{{ __nvidia_driver_sources }}", platform) == sources
 
 
 @pytest.mark.parametrize(("platform", "arch"), [("ubuntu2204", "amd64"), ("rocky9", "x86_64")])
@@ -98,8 +108,13 @@ def test_the_toolkit_repository(platform, arch):
         "https://nvidia.github.io/libnvidia-container/stable"
     assert render("nvidia_container_toolkit", "{{ nvidia_container_toolkit_repo_key_url }}", platform) == \
         "https://nvidia.github.io/libnvidia-container/gpgkey"
+    repo = render("nvidia_container_toolkit", "{{ __nvidia_container_toolkit_repository }}", platform)
     if platform.startswith("ubuntu"):
-        assert render("nvidia_container_toolkit", "{{ __nvidia_container_toolkit_deb_arch }}", platform) == arch
+        assert repo["uris"] == [f"https://nvidia.github.io/libnvidia-container/stable/deb/{arch}"]
+        assert repo["suites"] == ["/"]
+    else:
+        assert repo["baseurl"] == "https://nvidia.github.io/libnvidia-container/stable/rpm/$basearch"
+        assert repo["repo_gpgcheck"] is True
 
 
 def test_the_toolkit_hands_docker_only_the_runtime_unless_asked():

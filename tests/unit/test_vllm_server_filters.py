@@ -15,6 +15,8 @@ BASE = {
     "extra_args": [], "api_key": "", "shm_size": "", "cpu_kvcache_space_gib": 4, "env": {}, "secret_env": {},
     "cache_dir": "/var/cache/vllm-server/vllm-server", "shutdown_timeout": 60, "docker_bin": "/usr/bin/docker",
     "env_file": "/etc/vllm-server/vllm-server.env", "image": "vllm-server:0.33.0-cuda-abc",
+    "image_build": True, "image_given": "", "image_cuda": "13.0", "cuda_known_releases": ["0.11", "0.33"],
+    "vllm_version": "0.33.0", "build_ca_bundle": "", "build_wheelhouse": "", "image_preload": [],
 }
 
 
@@ -163,3 +165,39 @@ def test_filters_are_registered():
     assert set(f.FilterModule().filters()) == {
         "vllm_server_param_errors", "vllm_server_docker_run_args", "vllm_server_command_line",
         "vllm_server_tensor_parallel_size"}
+
+
+# ---- the image and the build's files (moved here from the role's YAML asserts) -------------------
+def test_a_given_image_is_needed_without_a_build():
+    (error,) = f.param_errors(p(image_build=False, image_given=""))
+    assert error == "vllm_server_image: set the image to run when vllm_server_image_build is false"
+    assert f.param_errors(p(image_build=False, image_given="registry.example.com/vllm:0.33.0", image_cuda="")) == []
+
+
+def test_an_unknown_vllm_release_asks_for_the_image_cuda():
+    (error,) = f.param_errors(p(vllm_version="0.20.1", image_cuda=""))
+    assert error.startswith("vllm_server_image_cuda_version: the CUDA release vLLM 0.20.1 is built for is not in")
+    assert "(0.11, 0.33)" in error
+    assert f.param_errors(p(device="cpu", gpus=[], vllm_version="0.20.1", image_cuda="")) == []
+
+
+def test_the_builds_files_must_be_on_the_controller(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    archive = tmp_path / "base.tar"
+    archive.write_text("x")
+    assert f.param_errors(p(build_ca_bundle=str(ca), build_wheelhouse=str(tmp_path),
+                            image_preload=[{"name": "local/debian:bookworm-slim", "archive": str(archive)}])) == []
+    errors = f.param_errors(p(build_ca_bundle=str(tmp_path / "no.crt"), build_wheelhouse=str(ca),
+                              image_preload=[{"name": "base", "archive": str(tmp_path / "no.tar")}]))
+    assert errors == [f"vllm_server_build_ca_bundle: {tmp_path / 'no.crt'} is not a file on the controller",
+                      f"vllm_server_build_wheelhouse: {ca} is not a directory on the controller",
+                      f"vllm_server_image_preload: archive {tmp_path / 'no.tar'} for base is not a file "
+                      "on the controller"]
+    # the value rules alone do not touch the file system
+    assert f.value_errors(p(build_ca_bundle=str(tmp_path / "no.crt"))) == []
+
+
+def test_a_malformed_preload_list_is_refused():
+    (error,) = f.param_errors(p(image_preload=[{"name": "x"}]))
+    assert error.startswith("vllm_server_image_preload: expected a list of {name, archive}")

@@ -1,0 +1,102 @@
+"""Every tag the README advertises runs its part alone, fails nowhere, and changes nothing on a host
+that is already converged.
+
+The README's playbook table is the list: each scenario's test_tags.py names the playbooks it runs
+(the two scenarios together cover every advertised playbook and tag, which tests/unit checks), and
+EXPECT below says, for every tag, a task it must select and one it must leave out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[1]))
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# which scenario runs which playbooks' tags, and on which of its hosts (converged by that scenario)
+SCENARIOS: dict[str, tuple[str, list[str]]] = {
+    "default": ("vllm-plain", ["site.yml", "vllm_server.yml"]),
+    "gpu-prep": ("gpuprep-forced", ["nvidia_driver.yml", "docker_engine.yml", "nvidia_container_toolkit.yml"]),
+}
+
+# tag -> (a task the tag must select, a task it must leave out); None: no such check
+EXPECT: dict[str, tuple[str | None, str | None]] = {
+    "nvidia_driver": ("Report the decision", None),
+    "nvidia_driver_preflight": ("Report the decision", "Hold the driver branch"),
+    "nvidia_driver_install": ("Hold the driver branch", "Keep the driver initialised (nvidia-persistenced)"),
+    "nvidia_driver_services": ("Keep the driver initialised (nvidia-persistenced)", "Hold the driver branch"),
+    "docker_engine": ("Install the engine's packages", None),
+    "docker_engine_preflight": ("Refuse an engine source the platform does not offer",
+                                "Install the engine's packages"),
+    "docker_engine_install": ("Install the engine's packages", "Write /etc/docker/daemon.json"),
+    "docker_engine_configure": ("Write /etc/docker/daemon.json", "Install the engine's packages"),
+    "nvidia_container_toolkit": ("Check the variables", None),
+    "nvidia_container_toolkit_preflight": ("Check the variables",
+                                           "Install the toolkit's packages at the pinned version"),
+    "nvidia_container_toolkit_install": ("Install the toolkit's packages at the pinned version",
+                                         "Create /dev/char links when the NVIDIA driver loads"),
+    "nvidia_container_toolkit_configure": ("Create /dev/char links when the NVIDIA driver loads",
+                                           "Install the toolkit's packages at the pinned version"),
+    "nvidia_container_toolkit_verify": ("Run nvidia-smi in a container given every GPU (docker run --gpus all)",
+                                        "Install the toolkit's packages at the pinned version"),
+    "vllm_server": ("Write the systemd unit", None),
+    "vllm_server_preflight": ("Look for the model's config.json", "Write the systemd unit"),
+    "vllm_server_image": ("Build the image", "Write the systemd unit"),
+    "vllm_server_service": ("Write the systemd unit", "Wait for /health, then send the seed's chat request"),
+    "vllm_server_verify": ("Wait for /health, then send the seed's chat request", "Write the systemd unit"),
+}
+
+
+def advertised() -> dict[str, list[str]]:
+    """playbook -> its tags, from the README's table of playbooks."""
+    table: dict[str, list[str]] = {}
+    for line in (PROJECT / "README.md").read_text().splitlines():
+        m = re.match(r"\| `playbooks/([\w-]+\.yml)` \|.*\|([^|]*)\|\s*$", line)
+        if m:
+            table[m.group(1)] = re.findall(r"`([a-z_]+)`", m.group(2))
+    return table
+
+
+def run_tag(inventory: str, host: str, playbook: str, tag: str) -> tuple[int, str]:
+    """`ansible-playbook PLAYBOOK --tags TAG` against one host; (rc, output as one line of words)."""
+    with tempfile.TemporaryDirectory() as facts:  # runs go in parallel: a fact cache each
+        env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CACHE_PLUGIN_CONNECTION": facts}
+        result = subprocess.run(
+            ["ansible-playbook", "-i", inventory, "--limit", host, "--tags", tag,
+             str(PROJECT / "playbooks" / playbook)],
+            capture_output=True, text=True, env=env, timeout=900)
+    return result.returncode, " ".join(ANSI.sub("", result.stdout + result.stderr).split())
+
+
+def check_tags(host: str, playbooks: list[str]) -> list[str]:
+    """Runs every advertised tag of the playbooks (three at a time); returns the problems found."""
+    table = advertised()
+    runs = [(pb, tag) for pb in playbooks for tag in table[pb]]
+    assert runs, f"the README advertises no tags for {playbooks}"
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda r: run_tag(inventory, host, *r), runs))
+    problems = []
+    for (pb, tag), (rc, out) in zip(runs, results, strict=True):
+        must, must_not = EXPECT[tag]
+        recap = re.search(rf"{re.escape(host)} : (ok=\d+ changed=\d+ unreachable=\d+ failed=\d+)", out)
+        where = f"{pb} --tags {tag}"
+        if rc != 0 or not recap:
+            problems.append(f"{where}: rc {rc}: {out[-1500:]}")
+            continue
+        if "changed=0" not in recap.group(1) or "failed=0" not in recap.group(1):
+            problems.append(f"{where}: {recap.group(1)} on a converged host")
+        if must and f": {must}" not in out:
+            problems.append(f"{where}: did not run '{must}'")
+        if must_not and f": {must_not}" in out:
+            problems.append(f"{where}: ran '{must_not}', which belongs to another part")
+        discoveries = re.findall(r"TASK \[fleet_common : Discover the GPUs\][^\[]*?(ok|skipping):", out).count("ok")
+        if discoveries > 1:
+            problems.append(f"{where}: GPU discovery ran {discoveries} times; once per host and run is the rule")
+    return problems
