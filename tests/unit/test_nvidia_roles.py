@@ -135,3 +135,13 @@ def test_the_toolkit_hands_docker_only_the_runtime_unless_asked():
 ])
 def test_the_image_cuda_vllm_server_checks_drivers_against(overrides, cuda):
     assert render("vllm_server", "{{ __vllm_server_image_cuda }}", "ubuntu2204", **overrides) == cuda
+
+
+@pytest.mark.parametrize(("overrides", "size"), [
+    ({}, 1), ({"vllm_server_gpus": [0, 1, 2, 3]}, 4), ({"vllm_server_gpus": [0, 1, 2, 3],
+                                                      "vllm_server_tensor_parallel_size": 2}, 2),
+    ({"vllm_server_device": "cpu", "vllm_server_gpus": []}, 1)])
+def test_the_gpu_preflight_gets_the_resolved_tensor_parallel_size_without_validate(overrides, size):
+    """preflight_gpu is an entry point of its own (gpu_check.yml): the size it hands the GPU check
+    must not need what validate sets (the image fixed for the run)."""
+    assert int(render("vllm_server", "{{ __vllm_server_tensor_parallel_size }}", "ubuntu2204", **overrides)) == size
