@@ -167,7 +167,7 @@ def test_filters_are_registered():
         "vllm_server_tensor_parallel_size"}
 
 
-# ---- the image and the build's files (moved here from the role's YAML asserts) -------------------
+# ---- the image and the build's files ---------------------------------------------------------------
 def test_a_given_image_is_needed_without_a_build():
     (error,) = f.param_errors(p(image_build=False, image_given=""))
     assert error == "vllm_server_image: set the image to run when vllm_server_image_build is false"

@@ -30,6 +30,13 @@ CASES = {
                             "vllm_server_model_root: expected the absolute host path"),
     "model not on the host": ({"vllm_server_model_dir": "no-such-model"},
                               "no-such-model/config.json\nis not on"),
+    # variables of earlier releases, refused by name rather than silently ignored
+    "daemon.json keys in a variable no longer read": (
+        {"docker_engine_daemon_contributions": {"a_role": {"data-root": "/data/docker"}}},
+        "docker_engine_daemon_contributions is no longer read"),
+    "package names with B for the branch": (
+        {"nvidia_driver_packages": {"userspace": ["my-nvidia-B-libs"]}},
+        "nvidia_driver_packages: names with B for the branch are no longer expanded"),
     # a GPU that is not there: the test hosts have none, so the GPU preflight stops the run
     "gpu that does not exist": ({"vllm_server_device": "cuda", "vllm_server_gpus": [3]},
                                 "vllm_server_device: cuda needs a working NVIDIA driver on"),

@@ -99,7 +99,7 @@ def test_docker_has_the_nvidia_runtime_through_docker_engine(host):
     assert daemon["runtimes"] == {"nvidia": {"path": "nvidia-container-runtime", "args": []}}
     assert daemon["live-restore"] is True and daemon["log-opts"]["max-size"] == "100m"  # docker_engine's keys kept
     assert "default-runtime" not in daemon
-    fragment = json.loads(host.file("/etc/docker/daemon.json.d/nvidia_container_toolkit.json").content_string)
+    fragment = json.loads(host.file("/etc/docker/daemon.json.d/nvidia-container-toolkit.json").content_string)
     assert fragment == {"runtimes": daemon["runtimes"]}
     runtimes = json.loads(host.check_output("docker info --format '{{json .Runtimes}}'"))
     assert "nvidia" in runtimes and "runc" in runtimes
