@@ -104,6 +104,7 @@ def check_tags(host: str, playbooks: list[str]) -> list[str]:
             problems.append(f"{where}: did not run '{must}'")
         if must_not and f": {must_not}" in out:
             problems.append(f"{where}: ran '{must_not}', which belongs to another part")
+        # once per host and run; "Discover the GPUs again, ..." after a driver install is the exception
         discoveries = re.findall(r"TASK \[fleet_common : Discover the GPUs\][^\[]*?(ok|skipping):", out).count("ok")
         if discoveries > 1:
             problems.append(f"{where}: GPU discovery ran {discoveries} times; once per host and run is the rule")

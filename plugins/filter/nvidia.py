@@ -1,5 +1,7 @@
 """Decisions on GPU hosts, taken on the controller from the facts nvidia_gpu_info gathers.
 
+nvidia_driver_param_errors     the nvidia_driver role's variables: every problem, each naming its variable
+nvidia_driver_platform_errors  what the host's platform offers against what the variables ask for
 nvidia_driver_plan     what the nvidia_driver role does on a host (skip, nothing, install) and why
 cuda_min_driver        the oldest Linux driver a CUDA release runs on
 gpu_preflight_errors   why vllm_server cannot run on a host's GPUs, one message per problem
@@ -7,6 +9,8 @@ gpu_preflight_errors   why vllm_server cannot run on a host's GPUs, one message 
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 # CUDA toolkit -> minimum Linux x86_64 driver (NVIDIA's CUDA release notes, "CUDA Toolkit and
@@ -44,6 +48,59 @@ def cuda_min_driver(cuda: str) -> str:
     if key not in CUDA_MIN_DRIVER:
         raise ValueError(f"CUDA {cuda} is not in the driver table (known: {', '.join(CUDA_MIN_DRIVER)})")
     return CUDA_MIN_DRIVER[key]
+
+
+BOOLISH = ("auto", "true", "false", "yes", "no")
+# package names of earlier releases wrote the branch as B ("nvidia-utils-B"); Jinja says it now
+B_PLACEHOLDER = re.compile(r"(-B(-|$)|:B-)")
+
+
+def nvidia_driver_param_errors(p: dict[str, Any]) -> list[str]:
+    """The variables alone: branch, signing key pair (files on the controller), manage_kernel,
+    fabricmanager, package names. p holds them without the nvidia_driver_ prefix."""
+    errors = []
+    branch = str(p.get("branch", ""))
+    if not re.match(r"^[0-9]{3}$", branch):
+        errors.append(f"nvidia_driver_branch: '{branch}' is not a driver branch; expected three digits such as \"580\"")
+    key, cert = str(p.get("signing_key") or ""), str(p.get("signing_cert") or "")
+    if bool(key) != bool(cert):
+        errors.append("nvidia_driver_signing_key and nvidia_driver_signing_cert: give both (the key and its "
+                      "certificate) or neither")
+    elif key and not (os.path.isfile(key) and os.path.isfile(cert)):
+        errors.append(f"nvidia_driver_signing_key / nvidia_driver_signing_cert: {key} or {cert} is not a file "
+                      "on the controller")
+    for var in ("manage_kernel", "fabricmanager"):
+        value = str(p.get(var, "auto")).lower()
+        if value not in BOOLISH:
+            errors.append(f"nvidia_driver_{var}: '{p.get(var)}' is not auto, true or false")
+    names = [str(n) for v in (p.get("packages") or {}).values() for n in (v if isinstance(v, list) else [v])]
+    if any(B_PLACEHOLDER.search(n) for n in names):
+        errors.append("nvidia_driver_packages: names with B for the branch are no longer expanded; write the "
+                      "branch as \"{{ nvidia_driver_branch }}\", such as \"my-nvidia-{{ nvidia_driver_branch }}-libs\"")
+    return errors
+
+
+def nvidia_driver_platform_errors(p: dict[str, Any]) -> list[str]:
+    """What the platform offers (from the role's vars/<platform>.yml) against the variables: the
+    source, the branch, a package list. p: source, sources (offered), newest_branch (for this source,
+    0 for no limit), branch, userspace_packages, platform (name and major version, for messages)."""
+    errors = []
+    source, offered, platform = p.get("source"), list(p.get("sources") or []), p.get("platform", "this platform")
+    if source not in offered:
+        errors.append(f"nvidia_driver_source: '{source}' is not offered on {platform} (offered: "
+                      f"{', '.join(offered) or 'none'}); 'distro' is offered on Debian and Ubuntu, use 'cuda_repo' "
+                      "(NVIDIA's CUDA repository) elsewhere")
+        return errors
+    newest = int(p.get("newest_branch") or 0)
+    branch = int(p["branch"]) if str(p.get("branch", "")).isdigit() else 0
+    if newest and branch > newest:
+        errors.append(f"nvidia_driver_branch: {branch} is not offered by {source} on {platform}, whose newest is "
+                      f"{newest}. Set nvidia_driver_branch: \"{newest}\" (and run a vLLM built for the CUDA that "
+                      "driver supports)" + ("" if source == "cuda_repo" else ", or nvidia_driver_source: cuda_repo")
+                      + ".")
+    if not p.get("userspace_packages"):
+        errors.append(f"nvidia_driver_packages: no package list for {source} on {platform}")
+    return errors
 
 
 def nvidia_driver_plan(facts: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +204,8 @@ def gpu_preflight_errors(facts: dict[str, Any], p: dict[str, Any]) -> list[str]:
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "nvidia_driver_param_errors": nvidia_driver_param_errors,
+            "nvidia_driver_platform_errors": nvidia_driver_platform_errors,
             "nvidia_driver_plan": nvidia_driver_plan,
             "cuda_min_driver": cuda_min_driver,
             "gpu_preflight_errors": gpu_preflight_errors,

@@ -154,3 +154,61 @@ def test_no_driver_says_what_to_run():
 def test_every_problem_is_reported_at_once(h100):
     old = dict(h100, driver_version="535.261.03", cuda_version="12.2")
     assert len(gpu_preflight_errors(old, params(gpus=[0, 7], model_bytes=300 * GIB))) == 3
+
+
+# ---- nvidia_driver's variables and what the platform offers ----------------------------------------
+from nvidia import nvidia_driver_param_errors, nvidia_driver_platform_errors  # noqa: E402
+
+DRIVER = {"branch": "580", "signing_key": "", "signing_cert": "", "manage_kernel": "auto", "fabricmanager": "auto",
+          "packages": {}}
+
+
+def test_the_defaults_pass():
+    assert nvidia_driver_param_errors(DRIVER) == []
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"branch": "58"}, "nvidia_driver_branch: '58' is not a driver branch"),
+    ({"signing_key": "/k"}, "give both (the key and its certificate) or neither"),
+    ({"signing_key": "/no/key", "signing_cert": "/no/cert"}, "/no/key or /no/cert is not a file on the controller"),
+    ({"manage_kernel": "sometimes"}, "nvidia_driver_manage_kernel: 'sometimes' is not auto, true or false"),
+    ({"fabricmanager": "maybe"}, "nvidia_driver_fabricmanager: 'maybe' is not auto, true or false"),
+    ({"packages": {"userspace": ["my-nvidia-B-libs"]}}, "names with B for the branch are no longer expanded"),
+    ({"packages": {"kernel": ["@nvidia-driver:B-open"]}}, "names with B for the branch are no longer expanded"),
+])
+def test_each_bad_variable_is_named(change, words):
+    (error,) = nvidia_driver_param_errors({**DRIVER, **change})
+    assert words in error
+
+
+def test_a_key_pair_on_the_controller_passes(tmp_path):
+    (tmp_path / "k").write_text("k")
+    (tmp_path / "c").write_text("c")
+    assert nvidia_driver_param_errors({**DRIVER, "signing_key": str(tmp_path / "k"),
+                                       "signing_cert": str(tmp_path / "c")}) == []
+    assert nvidia_driver_param_errors({**DRIVER, "manage_kernel": True, "fabricmanager": "false",
+                                       "packages": {"userspace": ["nvidia-utils-580-server"]}}) == []
+
+
+PLATFORM = {"source": "distro", "sources": ["cuda_repo", "distro"], "branch": "535", "newest_branch": 535,
+            "userspace_packages": ["nvidia-smi"], "platform": "Debian 12"}
+
+
+def test_what_debian_12_offers():
+    assert nvidia_driver_platform_errors(PLATFORM) == []
+    (error,) = nvidia_driver_platform_errors({**PLATFORM, "branch": "580"})
+    assert error.startswith('nvidia_driver_branch: 580 is not offered by distro on Debian 12, whose newest is 535. '
+                            'Set nvidia_driver_branch: "535"')
+    assert error.endswith(", or nvidia_driver_source: cuda_repo.")
+
+
+def test_a_source_the_platform_does_not_offer():
+    (error,) = nvidia_driver_platform_errors({**PLATFORM, "source": "distro", "sources": ["cuda_repo"],
+                                              "platform": "Rocky 9"})
+    assert error.startswith("nvidia_driver_source: 'distro' is not offered on Rocky 9 (offered: cuda_repo)")
+
+
+def test_no_limit_and_no_packages():
+    assert nvidia_driver_platform_errors({**PLATFORM, "source": "cuda_repo", "branch": "580", "newest_branch": 0}) == []
+    (error,) = nvidia_driver_platform_errors({**PLATFORM, "userspace_packages": []})
+    assert error == "nvidia_driver_packages: no package list for distro on Debian 12"
