@@ -106,7 +106,16 @@ molecule-default: venv images model wheelhouse
 	$(MOLECULE_VOLUMES) || true
 	rc=0; $(MOLECULE_ENV) molecule test -s default || rc=$$?; $(MOLECULE_VOLUMES) || true; exit $$rc
 
-molecule: molecule-gpu-prep molecule-default
+# faults injected into a real deployed service, each with its measured recovery time (molecule/faults;
+# the table lands in .cache/faults-report.txt). Its host's inner Docker storage is a tmpfs volume
+# held by a second container (molecule/faults/create.yml): both removed before and after.
+FAULTS_VOLUMES = { docker rm -f vllm-faults vllm-faults-disk; docker volume rm -f vllm-faults-docker; } >/dev/null 2>&1
+.PHONY: molecule-faults
+molecule-faults: venv images model wheelhouse
+	$(FAULTS_VOLUMES) || true
+	rc=0; $(MOLECULE_ENV) molecule test -s faults || rc=$$?; $(FAULTS_VOLUMES) || true; exit $$rc
+
+molecule: molecule-gpu-prep molecule-default molecule-faults
 
 test: lint unit collection molecule
 

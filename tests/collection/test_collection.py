@@ -13,6 +13,7 @@ Run with `make collection` (about twenty seconds). VLLM_FLEET_COLLECTION_SRC bui
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -121,6 +122,7 @@ def test_artifact_holds_what_users_need_and_nothing_else(coll):
                    "roles/vllm_server/files/Dockerfile", "plugins/modules/nvidia_gpu_info.py",
                    "plugins/modules/vllm_server_probe.py", "plugins/module_utils/nvidia_gpu.py",
                    "plugins/module_utils/vllm_openai_probe.py", "plugins/filter/vllm_server.py",
+                   "plugins/modules/signing_key.py", "plugins/module_utils/openpgp_key.py",
                    "plugins/filter/nvidia.py"):
         assert needed in names
     roles = {p.name for p in (SRC / "roles").iterdir() if (p / "tasks").is_dir()}
@@ -234,6 +236,39 @@ def test_modules_on_the_pythons_of_centos7(coll, python):
     text = words(r.stdout + r.stderr)
     assert GPU_KEYS <= set(json.loads(out.read_text())["nvidia_gpu"])
     assert "http://127.0.0.1:9/health did not answer 200" in text, text
+
+
+# RFC 9580's sample version 4 key (appendix A.1), and its fingerprint as the RFC gives it
+RFC9580_V4 = base64.b64decode("xjMEU/NfCxYJKwYBBAHaRw8BAQdAPwmJlL3ZFu1AUxl5NOSofIBzOhKA1i+AEJkuQ+47JAY=")
+RFC9580_V4_FPR = "C959BDBAFA32A2F89A153B678CFDE12197965A9A"
+
+
+@pytest.mark.parametrize("python", ["controller", "python2.7", "python3.6"])
+def test_signing_key_by_full_name(coll, python):
+    """The pinning module and its reader (module_utils) from the collection, on the controller's Python
+    and on those of CentOS 7: the pinned key written, another fingerprint refused with nothing written."""
+    interpreter = sys.executable if python == "controller" else runnable(python)
+    if not interpreter:
+        pytest.skip(f"no {python} here")
+    key, dest, never = coll.base / "key.gpg", coll.base / f"pinned-{python}.asc", coll.base / f"never-{python}.asc"
+    key.write_bytes(RFC9580_V4)
+    out = coll.base / f"signing-key-{python}.json"
+    on_python = {"ansible_python_interpreter": interpreter}
+    coll.playbook(f"signing-key-{python}.yml", local_play([
+        {"name": "Keep the pinned key", f"{FQCN}.signing_key": {
+            "src": str(key), "fingerprint": "c959 bdba fa32 a2f8 9a15 3b67 8cfd e121 9796 5a9a", "dest": str(dest)},
+         "register": "pinned", "vars": on_python},
+        {"name": "Refuse another", f"{FQCN}.signing_key": {
+            "src": str(key), "fingerprint": "0" * 40, "dest": str(never)},
+         "register": "refused", "ignore_errors": True, "vars": on_python},
+        {"name": "Keep the results", "ansible.builtin.copy": {
+            "content": "{{ {'pinned': pinned, 'refused': refused} | to_json }}", "dest": str(out), "mode": "0600"}},
+    ]))
+    result = json.loads(out.read_text())
+    assert result["pinned"]["changed"] is True and result["pinned"]["fingerprint"] == [RFC9580_V4_FPR]
+    assert dest.read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert result["refused"]["failed"] is True and not never.exists()
+    assert "expected 0000 0000" in result["refused"]["msg"] and "found C959 BDBA" in result["refused"]["msg"]
 
 
 def validate_play(role_vars: dict) -> list:

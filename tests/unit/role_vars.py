@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,31 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "vllm_server"
+sys.path.insert(0, str(ROOT / "plugins" / "action"))
+from role_arguments import convert, role_options  # noqa: E402
+
+
+def with_typed(role: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The variables with the fact __<role> as the action vllm_fleet.fleet.role_arguments sets it:
+    the role's options templated, then converted to their declared types."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import filter_loader, init_plugin_loader
+    from ansible.template import Templar
+
+    init_plugin_loader()
+    filter_loader.add_directory(str(ROOT / "plugins" / "filter"))
+    options = role_options(str(ROOT / "roles" / role))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    values = {}
+    for name in options:
+        if name in variables:
+            try:
+                values[name] = templar.template(variables[name])
+            except Exception:  # noqa: BLE001  # a value that needs facts the test does not give
+                values[name] = variables[name]
+    converted, errors = convert(options, values)
+    assert not errors, errors
+    return {**variables, f"__{role}": {k[len(role) + 1:]: v for k, v in converted.items()}}
 
 
 def defaults_and_vars(role: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -21,7 +47,7 @@ def defaults_and_vars(role: str, facts: dict[str, Any] | None = None) -> dict[st
         path = ROOT / "roles" / role / "vars" / name
         if path.is_file():
             variables.update(yaml.safe_load(path.read_text()) or {})
-    return variables
+    return with_typed(role, {**(({"ansible_facts": facts}) if facts else {}), **variables})
 
 
 def platform_vars_files(facts: dict[str, Any]) -> list[str]:
@@ -36,5 +62,6 @@ def role_variables(**overrides: Any) -> dict[str, Any]:
     """vllm_server's defaults, vars, then the overrides; with the image fixed as preflight's set_fact does."""
     variables = defaults_and_vars("vllm_server")
     variables.update(role_path=str(ROLE), **overrides)
+    variables = with_typed("vllm_server", variables)
     variables["__vllm_server_run_image"] = variables["__vllm_server_run_image_expr"]
     return variables

@@ -10,15 +10,14 @@ from pathlib import Path
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar
-from role_vars import defaults_and_vars
+from role_vars import defaults_and_vars, with_typed
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "docker_engine"
 init_plugin_loader()
 
 
 def merged(**overrides) -> dict:
-    variables = defaults_and_vars("docker_engine")
-    variables.update(**overrides)
+    variables = with_typed("docker_engine", {**defaults_and_vars("docker_engine"), **overrides})
     text = Templar(loader=DataLoader(), variables=variables).template(
         "{{ __docker_engine_daemon_merged | to_nice_json }}")
     return json.loads(text)

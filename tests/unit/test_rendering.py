@@ -49,7 +49,8 @@ def test_seed_equivalent_unit():
     assert "MODEL_DIR=Orion-14B-Chat" in argv and "MODEL_NAME=orion14b-chat" in argv
     assert argv[argv.index("--gpus") + 1] == '"device=0,1"'
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
-    assert "0.0.0.0:9999:9999" in argv
+    # no key: published on this host only (the role refuses other machines without a key unless told)
+    assert "127.0.0.1:9999:9999" in argv
     image = next(a for a in argv if a.startswith("vllm-server:"))
     assert image.startswith("vllm-server:0.33.0-cuda-")
 
@@ -81,7 +82,7 @@ def test_instance_name_flows_everywhere():
     lines = unit_lines(text)
     argv = exec_start(text)
     assert argv[argv.index("--name") + 1] == "llama-70b"
-    assert argv[argv.index("--env-file") + 1] == "/etc/vllm-server/llama-70b.env"
+    assert "/etc/vllm-server/llama-70b.env:/run/secrets/vllm-server.env:ro" in argv
     assert "/var/cache/vllm-server/llama-70b:/workspace/cache" in argv
     assert lines["ExecStop"].endswith(" llama-70b")
 

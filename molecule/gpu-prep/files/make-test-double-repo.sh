@@ -36,6 +36,9 @@ mkdir -m 700 "$GNUPGHOME"
 gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
     --quick-gen-key "vllm-fleet test double repository <tests@invalid>" rsa3072 sign never
 gpg --batch --armor --export > "$root/gpgkey"
+# its fingerprint as gpg gives it, for the converge to pin (prepare.yml hands it over): the roles' own
+# reader (module signing_key) must find the same one in the key the repository serves
+gpg --batch --with-colons --list-keys | awk -F: '$1 == "fpr" { print $10; exit }' > "$root/gpgkey.fingerprint"
 cd "$repo"
 apt-ftparchive packages . > Packages
 apt-ftparchive -o APT::FTPArchive::Release::Origin="vllm-fleet test double" release . > Release
