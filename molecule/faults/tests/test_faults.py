@@ -253,6 +253,14 @@ def test_enabled_at_boot_and_with_docker(host, api):
     for link in (f"/etc/systemd/system/multi-user.target.wants/{UNIT}.service", WANTS):
         assert host.file(link).is_symlink, link
         assert host.file(link).linked_to == f"/etc/systemd/system/{UNIT}.service"
+    # a host first enabled by a release whose [Install] named multi-user.target only: the role lays
+    # the missing link though the unit is already enabled, and a second run changes nothing
+    sh(host, f"rm -f {WANTS} && systemctl daemon-reload")
+    rc, out = run_playbook(host, "vllm_server.yml")
+    assert rc == 0, out[-3000:]
+    assert "failed=0" in out and "changed=0" not in out, out[-2000:]
+    assert host.file(WANTS).is_symlink and host.file(WANTS).linked_to == f"/etc/systemd/system/{UNIT}.service"
+    assert "docker.service" in unit_prop(host, "WantedBy").split()
     rc, out = run_playbook(host, "vllm_server.yml")
     assert rc == 0, out[-3000:]
     assert "changed=0" in out and "failed=0" in out, out[-2000:]
