@@ -62,6 +62,10 @@ RESERVED_ENV = {
 }
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# the Dockerfile's FROM images: pulled, so pinned by digest
+BASE_IMAGE_ARGS = ("CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE")
+DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
+URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INSTANCE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -339,9 +343,25 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
     ref = str(p.get("vllm_git_ref") or "")
     if "vllm_git_ref" in p and not GIT_REF.match(ref):
         bad("vllm_git_ref", f"expected a tag, branch or commit such as v0.33.0, got {ref!r}")
-    for arg in (p.get("build_args") or {}):
+    # a build argument is written into the image's history (`docker history`), readable by anyone who
+    # gets the image: no credentials there (named, never printed)
+    for var in ("build_pip_index_url", "build_pip_extra_index_url", "vllm_git_url"):
+        if URL_CREDENTIALS.search(str(p.get(var) or "")):
+            bad(var, "expected a URL without credentials (user:password@...): build arguments are kept in "
+                     "the image's history; give the build host a mirror that needs none, or build the image "
+                     "elsewhere and set vllm_server_image with vllm_server_image_build: false")
+    for arg, value in (p.get("build_args") or {}).items():
+        if URL_CREDENTIALS.search(str(value)):
+            bad("build_args", f"{arg}: expected a value without credentials (user:password@...): build "
+                              "arguments are kept in the image's history")
+    preloaded = {str(i.get("name")) for i in (p.get("image_preload") or []) if isinstance(i, dict)}
+    for arg, value in (p.get("build_args") or {}).items():
         if not ENV_NAME.match(str(arg)):
             bad("build_args", f"{arg!r} is not a valid build argument name")
+        elif arg in BASE_IMAGE_ARGS and not (DIGEST_PINNED.search(str(value)) or str(value) in preloaded):
+            bad("build_args", f"{arg} must name its image by digest (name:tag@sha256:<64 hex digits>), so that "
+                              f"a moved tag cannot change what is built; got {str(value)!r} (an image loaded "
+                              "from vllm_server_image_preload is exempt: it is not pulled)")
     if device == "cuda" and p.get("image_build", True) and not str(p.get("image_cuda") or ""):
         bad("image_cuda_version", f"the CUDA release vLLM {p.get('vllm_version')} is built for is not in this "
                                   f"role's table ({', '.join(p.get('cuda_known_releases') or [])}); set it (for "

@@ -34,12 +34,20 @@ def test_versions_and_base_images_are_pinned(arg):
     value = re.search(rf"^ARG {arg}=(\S+)$", DOCKERFILE, re.M).group(1)
     assert value and not value.endswith(":latest")
     # a version number, or for Debian a release name
-    assert re.search(r"\d", value) or value == "debian:bookworm-slim", f"{arg}={value} names no version"
+    assert re.search(r"\d", value.split("@")[0]) or value.startswith("debian:bookworm-slim@"), \
+        f"{arg}={value} names no version"
+
+
+@pytest.mark.parametrize("arg", ["CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE"])
+def test_base_images_are_pulled_by_digest(arg):
+    value = re.search(rf"^ARG {arg}=(\S+)$", DOCKERFILE, re.M).group(1)
+    assert re.fullmatch(r"[a-z0-9./-]+:[a-z0-9.-]+@sha256:[0-9a-f]{64}", value), value
 
 
 def test_the_cpu_base_image_default_is_the_public_one():
     # for users building by hand; inventories/local names its locally built image instead
-    assert re.search(r"^ARG CPU_BASE_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1) == "debian:bookworm-slim"
+    value = re.search(r"^ARG CPU_BASE_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)
+    assert value.startswith("debian:bookworm-slim@sha256:")
 
 
 def dockerfile_defaults() -> dict[str, set[str]]:

@@ -183,6 +183,10 @@ def test_command_line_quotes_the_gpu_list():
     ({"vllm_git_ref": "-upload-pack=x"}, "vllm_server_vllm_git_ref", "tag, branch or commit"),
     ({"image_cuda_version": "thirteen"}, "vllm_server_image_cuda_version", "CUDA release"),
     ({"build_args": {"A B": "x"}}, "vllm_server_build_args", "build argument name"),
+    ({"build_args": {"CUDA_BASE_IMAGE": "nvidia/cuda:13.0.2-base-ubuntu24.04"}}, "vllm_server_build_args",
+     "CUDA_BASE_IMAGE must name its image by digest"),
+    ({"build_args": {"CPU_BASE_IMAGE": "debian:bookworm-slim@sha256:abc"}}, "vllm_server_build_args",
+     "CPU_BASE_IMAGE must name its image by digest"),
     ({"cors_origins": ["javascript:x"]}, "vllm_server_cors_origins", "origins"),
     ({"pids_limit": 10}, "vllm_server_pids_limit", "256 or more"),
     ({"log_max_size": "big"}, "vllm_server_log_max_size", "50m"),
@@ -306,3 +310,34 @@ def test_only_the_listed_sources_reach_the_port():
 def test_allowed_sources_must_be_ipv4(bad):
     (error,) = f.param_errors(p(allowed_sources=bad))
     assert error.startswith("vllm_server_allowed_sources: expected")
+
+
+@pytest.mark.parametrize("build_args, preload", [
+    ({"CUDA_BASE_IMAGE": "registry.example.com/nvidia/cuda:13.0.2-base-ubuntu24.04@sha256:" + "a" * 64}, []),
+    # an image loaded from an archive is not pulled: a local name is enough
+    ({"CPU_BASE_IMAGE": "local/debian:bookworm-slim"},
+     [{"name": "local/debian:bookworm-slim", "archive": "/srv/images/debian.tar"}]),
+    ({"OTHER_ARG": "debian:bookworm-slim"}, []),
+])
+def test_base_images_by_digest_or_from_an_archive(build_args, preload):
+    assert [e for e in f.param_errors(p(build_args=build_args, image_preload=preload))
+            if "build_args" in e] == []
+
+
+@pytest.mark.parametrize("override, variable", [
+    ({"build_pip_index_url": "https://user:s3cret-token@pypi.example.com/simple"}, "vllm_server_build_pip_index_url"),
+    ({"build_pip_extra_index_url": "https://s3cret-token@pypi.example.com/simple"},
+     "vllm_server_build_pip_extra_index_url"),
+    ({"vllm_git_url": "https://x:s3cret-token@git.example.com/vllm.git"}, "vllm_server_vllm_git_url"),
+    ({"build_args": {"HTTPS_PROXY": "http://u:s3cret-token@proxy:3128"}}, "vllm_server_build_args"),
+])
+def test_no_credentials_reach_the_image_history(override, variable):
+    errors = f.param_errors(p(**override))
+    assert any(e.startswith(variable) and "credentials" in e for e in errors), errors
+    assert "s3cret-token" not in "\n".join(errors)
+
+
+def test_a_url_without_credentials_is_accepted():
+    assert not [e for e in f.param_errors(p(build_pip_index_url="https://pypi.example.com/simple",
+                                            vllm_git_url="https://github.com/vllm-project/vllm.git"))
+                if "credentials" in e]
