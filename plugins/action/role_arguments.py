@@ -10,6 +10,11 @@ instead: ``__<role>`` (``__vllm_server.port``), a mapping of every option of eve
 of the role, without the role's prefix, converted by Ansible's own ``ArgumentSpecValidator``
 (the converter the argument spec check uses). tests/unit/test_role_arguments.py checks that no
 task, template or vars file of a role reads one of its public variables directly.
+
+Options the spec marks ``no_log`` (the API key, the secret environment) are left out of the fact:
+facts go to the fact cache (ansible.cfg's jsonfile cache, a world-readable file on the controller).
+They come back in the task's result instead, under ``secrets``, which the role registers (a
+registered variable lives in memory for the run only) and the task hides (no_log).
 """
 
 from __future__ import annotations
@@ -101,6 +106,16 @@ def convert(options: dict, values: dict) -> tuple[dict, list[str]]:
     return result.validated_parameters, list(result.error_messages)
 
 
+def split(options: dict, prefix: str, converted: dict) -> tuple[dict, dict]:
+    """The converted variables without the role's prefix: (the fact, the no_log ones)."""
+    public, secrets = {}, {}
+    for name, value in converted.items():
+        if name in options:
+            short = name[len(prefix):] if name.startswith(prefix) else name
+            (secrets if options[name].get("no_log") else public)[short] = value
+    return public, secrets
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -131,10 +146,9 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=f"{role}: variables of the wrong type or with control characters:\n"
                           + "\n".join(errors))
             return result
-        short = {name[len(prefix):] if name.startswith(prefix) else name: value
-                 for name, value in converted.items() if name in options}
-        facts = {} if self._task.args.get("skip_undefined") else {"__" + role: short}
-        result.update(changed=False, ansible_facts=facts, _ansible_facts_cacheable=False, _ansible_no_log=True)
+        public, secrets = split(options, prefix, converted)
+        facts = {} if self._task.args.get("skip_undefined") else {"__" + role: public}
+        result.update(changed=False, ansible_facts=facts, secrets=secrets, _ansible_no_log=True)
         return result
 
     def _role_dir(self, role: str, task_vars: dict) -> str:

@@ -59,6 +59,8 @@ RESERVED_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "vllm_server_cpu_kvcache_space_gib", "CUDA_VISIBLE_DEVICES": "vllm_server_gpus",
     "NVIDIA_VISIBLE_DEVICES": "vllm_server_gpus", "HF_HOME": "vllm_server_cache_dir",
     "VLLM_CACHE_ROOT": "vllm_server_cache_dir", "HOME": "the image",
+    # the paths the key check leaves open (/health): more would open the API without the key
+    "VLLM_AUTH_OPEN_PATHS": "the role (only /health is open)",
 }
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -313,6 +315,11 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
                         raise ValueError
                 except ValueError:
                     bad("allowed_sources", f"expected IPv4 addresses or networks such as 10.0.1.0/24, got {s!r}")
+            # the rules are iptables (IPv4) rules: on an IPv6 address the port would be open to all
+            if sources and ":" in address:
+                bad("allowed_sources", f"is enforced for IPv4 only, and vllm_server_bind_address {address} "
+                                       "publishes the port on IPv6: bind to an IPv4 address (0.0.0.0 or the "
+                                       "host's own), or leave vllm_server_allowed_sources empty")
     origins = p.get("cors_origins")
     if origins is not None and (not isinstance(origins, list) or not all(ORIGIN.match(str(o)) for o in origins)):
         bad("cors_origins", f"expected a list of origins such as ['https://chat.example.com'] ([] for none), "
@@ -345,7 +352,8 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
         bad("vllm_git_ref", f"expected a tag, branch or commit such as v0.33.0, got {ref!r}")
     # a build argument is written into the image's history (`docker history`), readable by anyone who
     # gets the image: no credentials there (named, never printed)
-    for var in ("build_pip_index_url", "build_pip_extra_index_url", "vllm_git_url"):
+    for var in ("build_pip_index_url", "build_pip_extra_index_url", "vllm_git_url", "build_http_proxy",
+                "build_https_proxy"):
         if URL_CREDENTIALS.search(str(p.get(var) or "")):
             bad(var, "expected a URL without credentials (user:password@...): build arguments are kept in "
                      "the image's history; give the build host a mirror that needs none, or build the image "

@@ -11,12 +11,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "vllm_server"
 sys.path.insert(0, str(ROOT / "plugins" / "action"))
-from role_arguments import convert, role_options  # noqa: E402
+from role_arguments import convert, role_options, split  # noqa: E402
 
 
 def with_typed(role: str, variables: dict[str, Any]) -> dict[str, Any]:
-    """The variables with the fact __<role> as the action vllm_fleet.fleet.role_arguments sets it:
-    the role's options templated, then converted to their declared types."""
+    """The variables with the fact __<role> as the action vllm_fleet.fleet.role_arguments sets it
+    (and __<role>_read, its registered result): the role's options templated, then converted to
+    their declared types."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.plugins.loader import filter_loader, init_plugin_loader
     from ansible.template import Templar
@@ -34,7 +35,9 @@ def with_typed(role: str, variables: dict[str, Any]) -> dict[str, Any]:
                 values[name] = variables[name]
     converted, errors = convert(options, values)
     assert not errors, errors
-    return {**variables, f"__{role}": {k[len(role) + 1:]: v for k, v in converted.items()}}
+    public, secrets = split(options, role + "_", converted)
+    # the no_log variables come back in the registered result (the role registers __<role>_read)
+    return {**variables, f"__{role}": public, f"__{role}_read": {"secrets": secrets}}
 
 
 def defaults_and_vars(role: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -330,6 +330,8 @@ def test_base_images_by_digest_or_from_an_archive(build_args, preload):
      "vllm_server_build_pip_extra_index_url"),
     ({"vllm_git_url": "https://x:s3cret-token@git.example.com/vllm.git"}, "vllm_server_vllm_git_url"),
     ({"build_args": {"HTTPS_PROXY": "http://u:s3cret-token@proxy:3128"}}, "vllm_server_build_args"),
+    ({"build_http_proxy": "http://u:s3cret-token@proxy:3128"}, "vllm_server_build_http_proxy"),
+    ({"build_https_proxy": "http://u:s3cret-token@proxy:3128"}, "vllm_server_build_https_proxy"),
 ])
 def test_no_credentials_reach_the_image_history(override, variable):
     errors = f.param_errors(p(**override))
@@ -341,3 +343,17 @@ def test_a_url_without_credentials_is_accepted():
     assert not [e for e in f.param_errors(p(build_pip_index_url="https://pypi.example.com/simple",
                                             vllm_git_url="https://github.com/vllm-project/vllm.git"))
                 if "credentials" in e]
+
+
+@pytest.mark.parametrize("address", ["::", "fd00::5"])
+def test_allowed_sources_are_refused_on_an_ipv6_bind(address):
+    errors = f.param_errors(p(api_key="sk-0123456789", bind_address=address, allowed_sources=["10.0.0.5"]))
+    assert any(e.startswith("vllm_server_allowed_sources: is enforced for IPv4 only") for e in errors), errors
+    assert not [e for e in f.param_errors(p(api_key="sk-0123456789", bind_address="0.0.0.0",
+                                            allowed_sources=["10.0.0.5"])) if "allowed_sources" in e]
+
+
+@pytest.mark.parametrize("var", ["env", "secret_env"])
+def test_the_open_paths_of_the_key_check_are_not_for_the_inventory(var):
+    errors = f.param_errors(p(api_key="sk-0123456789", **{var: {"VLLM_AUTH_OPEN_PATHS": "/health,/v1/models"}}))
+    assert f"vllm_server_{var}: VLLM_AUTH_OPEN_PATHS is set by the role" in "\n".join(errors), errors

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import docker
 import openai
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from playbook_runner import run_playbook  # noqa: E402
 
 UNIT = "vllm-server"
 PORT = 9999
@@ -207,3 +212,16 @@ def test_seed_docker_run_line_and_curl_work(host, hv, inspect):
         assert reply["choices"][0]["message"]["role"] == "assistant"
     finally:
         host.run("docker rm -f seed-line")
+
+
+def test_a_check_run_on_the_converged_host_changes_nothing(host):
+    """site.yml --check on a converged host: nothing would change (molecule's own check step only
+    fails on an error). On one host: the run takes a minute."""
+    name = host.backend.get_hostname()
+    if name != "vllm-keyed":
+        pytest.skip("checked on one host")
+    rc, out = run_playbook(host, "site.yml", {}, "--check")
+    assert rc == 0, out[-3000:]
+    recap = re.search(rf"{name} : ok=\d+ changed=(\d+) unreachable=(\d+) failed=(\d+)", out)
+    assert recap, out[-2000:]
+    assert recap.groups() == ("0", "0", "0"), out[-4000:]

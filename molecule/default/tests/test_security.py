@@ -85,6 +85,19 @@ def test_a_changed_key_is_not_shown_by_check_and_diff(host):
     assert "changed=" in out
 
 
+def test_secrets_are_not_in_the_controllers_fact_cache(host):
+    """ansible.cfg caches facts in .cache/facts (plain JSON files): the converted variables are a fact,
+    the API key and the secret environment are not (plugins/action/role_arguments.py)."""
+    if not keyed(host):
+        pytest.skip("the keyed host (the check run above wrote its cache)")
+    cache = Path(__file__).resolve().parents[3] / ".cache" / "facts"
+    mine = json.loads((cache / host.backend.get_hostname()).read_text())
+    assert mine["__vllm_server"]["model_name"]  # the role's fact is cached ...
+    assert not {"api_key", "secret_env"} & set(mine["__vllm_server"])  # ... without the secrets
+    text = "".join(p.read_text() for p in cache.iterdir() if p.is_file())
+    assert not any(s in text for s in (*SECRETS, "sk-never-shown-9876543210"))
+
+
 # ---- exposure: the key on every path, no docs, no CORS, only the listed sources -----------------
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
                                               ("POST", "/invocations"), ("POST", "/tokenize"),
@@ -128,6 +141,18 @@ def test_only_the_listed_sources_reach_the_keyed_host(host):
     plain = client.containers.get("vllm-plain")
     reached = plain.exec_run(["python3", "-c", f"import socket; socket.create_connection(('{keyed_ip}', 9999), 5)"])
     assert reached.exit_code != 0, reached.output
+
+
+def test_the_rule_leaves_the_containers_own_connections_alone(host):
+    """The keyed host's vLLM container connects out to port 9999 of vllm-plain: that connection
+    passes the keyed host's FORWARD chain too, and is not dropped (the rule matches DNAT only)."""
+    if not keyed(host):
+        pytest.skip("the keyed host")
+    plain_ip = docker.from_env().containers.get("vllm-plain").attrs["NetworkSettings"]["IPAddress"]
+    probe = (f"import urllib.request; print(urllib.request.urlopen('http://{plain_ip}:9999/health', "
+             "timeout=10).status)")
+    out = host.run(f"docker exec {UNIT} python3 -c {probe!r}")
+    assert out.rc == 0 and out.stdout.strip() == "200", out.stderr
 
 
 # ---- the container: locked down ------------------------------------------------------------------
