@@ -59,8 +59,8 @@ RESERVED_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "vllm_server_cpu_kvcache_space_gib", "CUDA_VISIBLE_DEVICES": "vllm_server_gpus",
     "NVIDIA_VISIBLE_DEVICES": "vllm_server_gpus", "HF_HOME": "vllm_server_cache_dir",
     "VLLM_CACHE_ROOT": "vllm_server_cache_dir", "HOME": "the image",
-    # the paths the key check leaves open (/health): more would open the API without the key
-    "VLLM_AUTH_OPEN_PATHS": "the role (only /health is open)",
+    # the paths the image's key check leaves open: more would open the API without the key
+    "VLLM_AUTH_OPEN_PATHS": "the image's key check (only /health and /ping are open)",
 }
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -84,7 +84,8 @@ def test_the_fact_is_not_printed():
 
 def test_secrets_stay_out_of_the_fact_cache(tmp_path):
     """Facts are written to the fact cache (ansible.cfg: jsonfile, files anyone on the controller
-    may read): the API key and the secret environment come back in the registered result only."""
+    may read): the API key, the secret environment and the Docker proxies (which may hold a password)
+    come back in the registered result only."""
     cache = tmp_path / "facts"
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(cache)}
@@ -93,13 +94,16 @@ def test_secrets_stay_out_of_the_fact_cache(tmp_path):
                              str(ROOT / "tests" / "playbooks" / "role_arguments.yml"),
                              "-e", "vllm_server_api_key=sk-not-in-the-cache-0123",
                              "-e", '{"vllm_server_secret_env": {"HF_TOKEN": "hf_not_in_the_cache_0123"}}',
+                             "-e", "docker_engine_https_proxy=http://u:pw-not-in-the-cache@proxy:3128",
                              "-e", f"role_arguments_out={out}", "-e", f"ansible_python_interpreter={sys.executable}"],
                             capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     read = json.loads(out.read_text())["vllm_server"]
     assert read["api_key"] == "sk-not-in-the-cache-0123"
     assert read["secret_env"] == {"HF_TOKEN": "hf_not_in_the_cache_0123"}
+    assert json.loads(out.read_text())["docker_engine"]["https_proxy"] == "http://u:pw-not-in-the-cache@proxy:3128"
     cached = json.loads((cache / "localhost").read_text())
+    assert "https_proxy" not in cached["__docker_engine"] and cached["__docker_engine"]["no_proxy"] == ""
     assert cached["__vllm_server"]["port"] == 9999  # the cache was written, with the role's fact
     assert "api_key" not in cached["__vllm_server"] and "secret_env" not in cached["__vllm_server"]
     text = "".join(p.read_text() for p in cache.iterdir())

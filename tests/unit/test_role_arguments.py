@@ -71,7 +71,8 @@ def secret_options() -> list[tuple[str, str, dict]]:
 
 
 def test_secrets_are_marked():
-    assert {name for _, name, _ in secret_options()} >= {"vllm_server_api_key", "vllm_server_secret_env"}
+    assert {name for _, name, _ in secret_options()} >= {"vllm_server_api_key", "vllm_server_secret_env",
+                                                         "docker_engine_http_proxy", "docker_engine_https_proxy"}
 
 
 @pytest.mark.parametrize(("role", "name", "opt"), secret_options(), ids=lambda v: v if isinstance(v, str) else "")

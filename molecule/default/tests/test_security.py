@@ -24,6 +24,12 @@ TOKEN = "hf_molecule_not_a_real_token"
 SECRETS = (KEY, TOKEN)
 
 
+def address_of(container) -> str:
+    """The test host's address on the outer engine's network (newer APIs list it per network only)."""
+    settings = container.attrs["NetworkSettings"]
+    return settings.get("IPAddress") or next(n["IPAddress"] for n in settings["Networks"].values() if n["IPAddress"])
+
+
 def keyed(host) -> bool:
     return host.backend.get_hostname() == "vllm-keyed"
 
@@ -137,7 +143,7 @@ def test_only_the_listed_sources_reach_the_keyed_host(host):
         rules = host.check_output("iptables -S VLLM-P9999")
         assert "-j DROP" in rules and "-j RETURN" in rules
     client = docker.from_env()
-    keyed_ip = client.containers.get("vllm-keyed").attrs["NetworkSettings"]["IPAddress"]
+    keyed_ip = address_of(client.containers.get("vllm-keyed"))
     plain = client.containers.get("vllm-plain")
     reached = plain.exec_run(["python3", "-c", f"import socket; socket.create_connection(('{keyed_ip}', 9999), 5)"])
     assert reached.exit_code != 0, reached.output
@@ -148,7 +154,7 @@ def test_the_rule_leaves_the_containers_own_connections_alone(host):
     passes the keyed host's FORWARD chain too, and is not dropped (the rule matches DNAT only)."""
     if not keyed(host):
         pytest.skip("the keyed host")
-    plain_ip = docker.from_env().containers.get("vllm-plain").attrs["NetworkSettings"]["IPAddress"]
+    plain_ip = address_of(docker.from_env().containers.get("vllm-plain"))
     probe = (f"import urllib.request; print(urllib.request.urlopen('http://{plain_ip}:9999/health', "
              "timeout=10).status)")
     out = host.run(f"docker exec {UNIT} python3 -c {probe!r}")
