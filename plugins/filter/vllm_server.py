@@ -367,6 +367,8 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
                               "with credentials goes in vllm_server_build_pip_index_url, "
                               "vllm_server_build_pip_extra_index_url, vllm_server_build_http(s)_proxy or "
                               "vllm_server_vllm_git_url, which hand it to the build as a BuildKit secret")
+    if "BUILD_SECRETS" in (p.get("build_args") or {}):
+        bad("build_args", "BUILD_SECRETS is the role's own (what the secret build-env holds, credentials hidden)")
     preloaded = {str(i.get("name")) for i in (p.get("image_preload") or []) if isinstance(i, dict)}
     for arg, value in (p.get("build_args") or {}).items():
         if not ENV_NAME.match(str(arg)):
@@ -406,6 +408,10 @@ def build_secrets(args: dict[str, Any]) -> dict[str, dict[str, str]]:
             out["redacted"][name] = URL_CREDENTIALS.sub("://<credentials>@", text)
         else:
             out["args"][name] = text
+    if out["redacted"]:
+        # the *-secrets stages declare it before the install step: BuildKit's cache does not follow a
+        # secret, so without it another index (or proxy, or repository) would reuse the old install
+        out["args"]["BUILD_SECRETS"] = " ".join(f"{k}={v}" for k, v in sorted(out["redacted"].items()))
     return out
 
 
@@ -417,6 +423,26 @@ def buildkit_argv(b: dict[str, Any]) -> list[str]:
     for name, value in sorted((b.get("args") or {}).items()):
         argv += ["--build-arg", f"{name}={value}"]
     return [*argv, str(b["context"])]
+
+
+def redact(lines: list[str], secret_env: dict[str, str]) -> list[str]:
+    """A build's log lines with every credential of the secret build-env replaced: the whole value, its
+    user:password part, and the password alone (a tool may print any of them)."""
+    needles: set[str] = set()
+    for value in secret_env.values():
+        needles.add(str(value))
+        m = re.search(r"://([^/@\s]+)@", str(value))
+        if m:
+            needles.add(m.group(1))
+            password = m.group(1).partition(":")[2]
+            if len(password) >= 4:  # noqa: PLR2004  # shorter ones would blank ordinary words
+                needles.add(password)
+    out = []
+    for line in lines:
+        for needle in sorted(needles, key=len, reverse=True):
+            line = line.replace(needle, "<credentials>")
+        out.append(line)
+    return out
 
 
 def buildkit_error(client_version: str, buildx_rc: int) -> str:
@@ -606,4 +632,5 @@ class FilterModule:
             "vllm_server_build_secrets": build_secrets,
             "vllm_server_buildkit_error": buildkit_error,
             "vllm_server_buildkit_argv": buildkit_argv,
+            "vllm_server_redact": redact,
         }

@@ -218,7 +218,7 @@ def test_filters_are_registered():
         "vllm_server_param_errors", "vllm_server_docker_run_args", "vllm_server_command_line",
         "vllm_server_tensor_parallel_size", "vllm_server_unit_lines", "vllm_server_bind_address",
         "vllm_server_local_url", "vllm_server_build_secrets", "vllm_server_buildkit_error",
-        "vllm_server_buildkit_argv"}
+        "vllm_server_buildkit_argv", "vllm_server_redact"}
 
 
 def test_a_mistyped_secret_is_not_printed():
@@ -341,6 +341,11 @@ def test_credentials_are_accepted_where_they_go_as_a_build_secret(variable):
                 if "credentials" in e]
 
 
+def test_the_roles_own_build_argument_is_refused():
+    errors = f.param_errors(p(build_args={"BUILD_SECRETS": "x"}))
+    assert any(e.startswith("vllm_server_build_args") and "BUILD_SECRETS" in e for e in errors), errors
+
+
 def test_a_url_without_credentials_is_accepted():
     assert not [e for e in f.param_errors(p(build_pip_index_url="https://pypi.example.com/simple",
                                             vllm_git_url="https://github.com/vllm-project/vllm.git"))
@@ -353,7 +358,11 @@ def test_build_arguments_with_credentials_become_the_secret():
                              "PIP_TRUSTED_HOST": "pypi.example.com", "VLLM_VERSION": "0.33.0",
                              "PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"})
     assert split["args"] == {"PIP_TRUSTED_HOST": "pypi.example.com", "VLLM_VERSION": "0.33.0",
-                             "PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+                             "PIP_EXTRA_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+                             # BuildKit's cache follows it: another index runs the install step again
+                             "BUILD_SECRETS": "HTTPS_PROXY=http://<credentials>@proxy:3128 "
+                                              "PIP_INDEX_URL=https://<credentials>@pypi.example.com/simple "
+                                              "https_proxy=http://<credentials>@proxy:3128"}
     assert split["secret_env"] == {"PIP_INDEX_URL": "https://ci:s3cret-token@pypi.example.com/simple",
                                    "https_proxy": "http://u:p4ss@proxy:3128", "HTTPS_PROXY": "http://u:p4ss@proxy:3128"}
     assert split["redacted"]["PIP_INDEX_URL"] == "https://<credentials>@pypi.example.com/simple"
@@ -378,6 +387,18 @@ def test_only_the_settings_install_vllm_reads_can_be_secret():
 def test_buildkit_is_checked_by_the_client_version(version, buildx_rc, problem):
     error = f.buildkit_error(version, buildx_rc)
     assert (problem in error and error) if problem else error == ""
+
+
+def test_a_failed_builds_log_is_shown_without_the_credentials():
+    env = {"HTTPS_PROXY": "http://ops:pr0xy-pw@proxy.example.com:3128",
+           "PIP_INDEX_URL": "https://ci:s3cret-token@pypi.example.com/simple"}
+    log = ["ProxyError: http://ops:pr0xy-pw@proxy.example.com:3128 refused",
+           "Looking in indexes: https://ci:****@pypi.example.com/simple", "auth ci:s3cret-token failed",
+           "password s3cret-token rejected", "a plain line"]
+    shown = f.redact(log, env)
+    assert not [line for line in shown if "pr0xy-pw" in line or "s3cret-token" in line]
+    assert shown[0] == "ProxyError: <credentials> refused" and shown[-1] == "a plain line"
+    assert shown[1] == log[1]
 
 
 def test_the_buildkit_command_carries_the_secret_as_a_file():

@@ -205,3 +205,23 @@ def test_failed_verification_says_why_and_shows_the_log(host):
     assert "does not serve model 'not-served'" in out, out[-3000:]
     assert "journalctl -u vllm-server.service" in out
     assert "GET /health HTTP/1.1" in out  # the log lines themselves: vLLM logs each request
+
+
+def test_a_failed_build_shows_its_log_without_the_credentials(host):
+    """vllm-keyed builds through a pip index with credentials (a BuildKit secret). With an index that
+    cannot be reached the build fails: the run shows the end of the build's log, the credentials
+    hidden, and the service, its files, images and containers stay as they were."""
+    if host.backend.get_hostname() != "vllm-keyed":
+        pytest.skip("the host that builds with BuildKit")
+    password = "failed-build-pw-0123456789"
+    before = state(host)
+    rc, out = run_playbook(host, "vllm_server.yml", {
+        "vllm_server_build_pip_index_url": f"https://vllm-fleet-ci:{password}@pypi.invalid/simple"})
+    assert rc != 0, out[-3000:]
+    assert "The image build failed" in out and "credentials hidden" in out, out[-3000:]
+    assert "pypi.invalid" in out, out[-3000:]  # pip's own lines, from the build's log
+    assert password not in out
+    assert state(host) == before
+    assert host.service("vllm-server").is_running
+    cache = Path(__file__).resolve().parents[3] / ".cache" / "facts"
+    assert not [p.name for p in cache.iterdir() if p.is_file() and password in p.read_text()]

@@ -87,13 +87,15 @@ def test_build_credentials_came_as_a_buildkit_secret(host, inspect):
     vllm-plain's, without any, by the classic builder. The secret's file is gone after the build."""
     image = inspect["Config"]["Image"]
     names = host.check_output(f"docker run --rm --entrypoint cat {image} /opt/vllm-fleet/build-secrets")
-    comments = host.check_output(f"docker history --no-trunc --format '{{{{.Comment}}}}' {image}")
+    history = host.check_output(f"docker history --no-trunc --format '{{{{.CreatedBy}}}} {{{{.Comment}}}}' {image}")
     if keyed(host):
         assert names.split() == ["PIP_INDEX_URL"]
-        assert "buildkit.dockerfile.v0" in comments
+        assert "buildkit.dockerfile.v0" in history
+        # the install step's record names the index without its credentials (BuildKit's cache key)
+        assert "BUILD_SECRETS=PIP_INDEX_URL=https://<credentials>@pypi.org/simple" in history
     else:
         assert names.split() == []
-        assert "buildkit" not in comments
+        assert "buildkit" not in history and "BUILD_SECRETS" not in history
     with host.sudo():
         assert not host.file("/opt/vllm-server/build-secrets/build-env").exists
 
