@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 from typing import Any
+from urllib.parse import unquote
 
 CONTAINER_MODEL_ROOT = "/workspace/models"
 CONTAINER_CACHE = "/workspace/cache"
@@ -67,7 +68,24 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the Dockerfile's FROM images: pulled, so pinned by digest
 BASE_IMAGE_ARGS = ("CUDA_BASE_IMAGE", "CUDA_DEVEL_IMAGE", "CPU_BASE_IMAGE")
 DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
-URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+def url_userinfo(value: str, schemeless: bool = True) -> str:
+    """The user[:password] part of a URL, as a URL parser finds it (up to the authority's last '@',
+    so a password may hold '@'); also without a scheme (a proxy written user:pw@proxy:3128) unless
+    schemeless is false (an image reference, name:tag@sha256:..., is no URL); '' when there is none."""
+    if "://" not in value and not schemeless:
+        return ""
+    rest = value.split("://", 1)[1] if "://" in value else value
+    authority = re.split(r"[/?#\s]", rest, maxsplit=1)[0]
+    return authority.rpartition("@")[0]
+
+
+def without_credentials(value: str) -> str:
+    userinfo = url_userinfo(value)
+    return value.replace(userinfo + "@", "<credentials>@", 1) if userinfo else value
+
+
 # The build arguments that may carry credentials (user:password@ in a URL), from the variables
 # vllm_server_build_pip_index_url, _build_pip_extra_index_url, _build_http(s)_proxy and _vllm_git_url.
 # One that does reaches the build only through the BuildKit secret build-env (install-vllm.sh reads
@@ -361,7 +379,7 @@ def value_errors(p: dict[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR091
     # gets the image: credentials come only through the variables that hand them to the build as a
     # BuildKit secret (BUILD_SECRET_ARGS; named, never printed)
     for arg, value in (p.get("build_args") or {}).items():
-        if URL_CREDENTIALS.search(str(value)):
+        if url_userinfo(str(value), schemeless=False):
             bad("build_args", f"{arg}: expected a value without credentials (user:password@...): build "
                               "arguments are kept in the image's history; a pip index, a proxy or a git URL "
                               "with credentials goes in vllm_server_build_pip_index_url, "
@@ -403,9 +421,9 @@ def build_secrets(args: dict[str, Any]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {"args": {}, "secret_env": {}, "redacted": {}}
     for name, value in args.items():
         text = str(value)
-        if name in BUILD_SECRET_ARGS and URL_CREDENTIALS.search(text):
+        if name in BUILD_SECRET_ARGS and url_userinfo(text):
             out["secret_env"][name] = text
-            out["redacted"][name] = URL_CREDENTIALS.sub("://<credentials>@", text)
+            out["redacted"][name] = without_credentials(text)
         else:
             out["args"][name] = text
     if out["redacted"]:
@@ -426,17 +444,17 @@ def buildkit_argv(b: dict[str, Any]) -> list[str]:
 
 
 def redact(lines: list[str], secret_env: dict[str, str]) -> list[str]:
-    """A build's log lines with every credential of the secret build-env replaced: the whole value, its
-    user:password part, and the password alone (a tool may print any of them)."""
+    """A build's log lines with the credentials of the secret build-env replaced: each whole value, its
+    user:password part and the password alone, as written and percent-decoded (a tool may print any
+    of them). A password shorter than 4 characters is replaced only within those longer forms."""
     needles: set[str] = set()
     for value in secret_env.values():
-        needles.add(str(value))
-        m = re.search(r"://([^/@\s]+)@", str(value))
-        if m:
-            needles.add(m.group(1))
-            password = m.group(1).partition(":")[2]
-            if len(password) >= 4:  # noqa: PLR2004  # shorter ones would blank ordinary words
-                needles.add(password)
+        userinfo = url_userinfo(str(value))
+        password = userinfo.partition(":")[2]
+        for form in (str(value), userinfo, password):
+            for text in (form, unquote(form)):
+                if len(text) >= 4:  # noqa: PLR2004  # shorter ones would blank ordinary words
+                    needles.add(text)
     out = []
     for line in lines:
         for needle in sorted(needles, key=len, reverse=True):
@@ -458,8 +476,9 @@ def buildkit_error(client_version: str, buildx_rc: int) -> str:
         return f"the docker client is {client_version.strip()}; BuildKit secrets need Docker 20.10 or newer"
     if version >= (23, 0) and buildx_rc != 0:
         return (f"the docker client is {client_version.strip()} and its buildx plugin is missing (`docker buildx "
-                "version` failed); install it (docker-buildx-plugin from Docker's repository, docker-buildx "
-                "from the distribution's; the docker_engine role installs it with docker_engine_source: docker)")
+                "version` failed); install it: docker-buildx-plugin from Docker's repository (the docker_engine "
+                "role installs it with docker_engine_source: docker, but not on CentOS 7, where it is not "
+                "assumed), docker-buildx from the distribution's where it has one")
     return ""
 
 

@@ -586,3 +586,35 @@ def test_the_role_copies_every_file_the_dockerfile_copies():
             needed |= set(line.split()[1:-1])
     # the CA bundle and the wheelhouse are laid out by tasks of their own
     assert needed - {"extra-ca.crt", "wheels/"} <= copied, needed - copied
+
+
+def run_install(tmp_path, env_text: str) -> subprocess.CompletedProcess:
+    """install-vllm.sh up to its first step with a build-env file (then stopped by an unknown target)."""
+    secret = tmp_path / "build-env"
+    secret.write_text(env_text)
+    return subprocess.run(["sh", str(FILES / "install-vllm.sh"), "no-such-target"], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "VLLM_BUILD_ENV_FILE": str(secret)}, check=False)
+
+
+def test_the_install_reads_the_secret_without_showing_it(tmp_path):
+    """The secret build-env's settings are read line by line (never evaluated) with tracing off: the
+    build's log names them, shows no value, and the script goes on to its steps with tracing on."""
+    result = run_install(tmp_path, "PIP_INDEX_URL=https://ci:pw-$(id)-`x`@pypi.example.com/simple\n"
+                                   "HTTPS_PROXY=http://ops:pr0xy-pw@proxy:3128\n\n# a comment\n")
+    log = result.stdout + result.stderr
+    assert "from the secret build-env: PIP_INDEX_URL HTTPS_PROXY" in log
+    assert "pw-" not in log and "pr0xy-pw" not in log and "uid=" not in log
+    assert "unknown target 'no-such-target'" in log and result.returncode == 2
+
+
+def test_the_install_refuses_other_names_in_the_secret(tmp_path):
+    result = run_install(tmp_path, "LD_PRELOAD=/tmp/evil.so\n")
+    assert result.returncode == 2
+    assert "not 'LD_PRELOAD'" in result.stderr and "/tmp/evil.so" not in result.stdout + result.stderr
+
+
+def test_the_git_url_is_cloned_with_tracing_off():
+    """VLLM_GIT_URL may come from the secret: the clone runs between set +x and set -x."""
+    before, clone, after = INSTALL.partition('git clone --depth 1 --branch "${VLLM_GIT_REF}" "${VLLM_GIT_URL}"')
+    assert clone and before.rstrip().splitlines()[-2].strip().startswith("set +x")
+    assert after.splitlines()[1].strip() == "set -x"

