@@ -2,7 +2,8 @@
 #   make demo        a local container host, provisioned by the real playbooks, serving a tiny model on :9999
 #   make demo-clean  removes it
 #   make test        lint, unit tests, the collection, molecule (everything CI runs)
-#   make lint | unit | collection | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit (seconds)
+#   make lint | unit | collection | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit + collection (about 2 min)
+#   make bench       performance figures (not part of make test), written to bench/results/
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -74,10 +75,26 @@ demo: venv demo-images model wheelhouse
 demo-clean: venv
 	$(PLAYBOOK) demo/host.yml -e demo_state=absent
 
+# three replicas and a gateway as local container hosts (inventories/demo-fleet), through the real playbooks:
+# one image build, loaded by the other replicas; the gateway on 127.0.0.1:8000
+FLEET := ansible-playbook -i inventories/demo-fleet
+.PHONY: demo-fleet demo-fleet-clean
+demo-fleet: venv demo-images model wheelhouse
+	$(FLEET) demo/fleet.yml
+	$(FLEET) playbooks/site.yml
+	@echo
+	@echo "The gateway answers on http://127.0.0.1:8000 for 3 replicas (model: tiny-chat). Try the seed's request:"
+	@echo "  curl http://127.0.0.1:8000/v1/chat/completions -H \"Content-Type: application/json\" -d '{\"model\": \"tiny-chat\",\"temperature\": 0.2,\"stream\": false, \"messages\": [{\"role\": \"user\", \"content\":\"Which company developed you as an AI agent?\"}]}'"
+	@echo "Roll a change through it: .venv/bin/ansible-playbook -i inventories/demo-fleet playbooks/rollout.yml -e '{\"vllm_server_extra_args\": [\"--max-num-seqs\", \"16\"]}'"
+	@echo "Remove it with: make demo-fleet-clean"
+
+demo-fleet-clean: venv
+	$(FLEET) demo/fleet.yml -e demo_state=absent
+
 lint: venv
 	yamllint --strict .
 	ansible-lint
-	ruff check plugins tests scripts molecule
+	ruff check plugins tests scripts molecule bench
 
 unit: venv
 	pytest -q tests/unit
@@ -88,7 +105,7 @@ unit: venv
 collection: venv
 	pytest -q tests/collection
 
-quick: lint unit
+quick: lint unit collection
 
 # the test hosts' inner Docker storage lives in named volumes (the platforms' volumes in
 # molecule/*/molecule.yml): removed before and after, so every run builds the image from nothing,
@@ -115,9 +132,26 @@ molecule-faults: venv images model wheelhouse
 	$(FAULTS_VOLUMES) || true
 	rc=0; $(MOLECULE_ENV) molecule test -s faults || rc=$$?; $(FAULTS_VOLUMES) || true; exit $$rc
 
-molecule: molecule-gpu-prep molecule-default molecule-faults
+# the fleet: three replicas and a gateway (molecule/fleet): one build, a rolling change under load, a change
+# that cannot start rolled back, a killed replica, the gateway's keys and allowlist; after molecule-default,
+# whose exported image its builder loads
+FLEET_VOLUMES = { docker volume rm -f fleet-1-docker fleet-2-docker fleet-3-docker; } >/dev/null 2>&1
+.PHONY: molecule-fleet
+molecule-fleet: venv images model wheelhouse
+	$(FLEET_VOLUMES) || true
+	rc=0; $(MOLECULE_ENV) molecule test -s fleet || rc=$$?; $(FLEET_VOLUMES) || true; exit $$rc
+
+molecule: molecule-gpu-prep molecule-default molecule-faults molecule-fleet
 
 test: lint unit collection molecule
+
+# Performance figures, each a ratio measured side by side in one run (bench/results/): the fleet's converge,
+# three bare hosts against one with the number of image builds (about 25 min)
+.PHONY: bench bench-fleet-converge
+bench-fleet-converge: venv demo-images model wheelhouse
+	python bench/fleet_converge.py
+
+bench: bench-fleet-converge
 
 clean: demo-clean
 	rm -rf $(CACHE)

@@ -20,7 +20,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # which scenario runs which playbooks' tags, and on which of its hosts (converged by that scenario)
 SCENARIOS: dict[str, tuple[str, list[str]]] = {
-    "default": ("vllm-plain", ["site.yml", "vllm_server.yml"]),
+    "default": ("vllm-plain", ["site.yml", "vllm_server.yml", "stage_image.yml"]),
+    "fleet": ("fleet-gw", ["gateway.yml", "registry.yml"]),
     "gpu-prep": ("gpuprep-forced", ["nvidia_driver.yml", "docker_engine.yml", "nvidia_container_toolkit.yml"]),
 }
 
@@ -51,6 +52,19 @@ EXPECT: dict[str, tuple[str | None, str | None]] = {
     "vllm_server_image": ("Build the image", "Write the systemd unit"),
     "vllm_server_service": ("Write the systemd unit", "Wait for /health, then send the seed's chat request"),
     "vllm_server_verify": ("Wait for /health, then send the seed's chat request", "Write the systemd unit"),
+    "vllm_gateway": ("Write HAProxy's configuration, checked by haproxy -c", None),
+    "vllm_gateway_preflight": ("Check the replicas, keys, sources and paths", "Install HAProxy and socat"),
+    "vllm_gateway_install": ("Install HAProxy and socat", "Write HAProxy's configuration"),
+    "vllm_gateway_configure": ("Write HAProxy's configuration, checked by haproxy -c", "Install HAProxy and socat"),
+    "vllm_gateway_verify": ("Prove the gateway answers for every model", "Write HAProxy's configuration"),
+    "docker_registry": ("Write the registry's configuration", None),
+    "docker_registry_preflight": ("Refuse a storage directory that is not absolute",
+                                  "Install the registry and what makes its certificate"),
+    "docker_registry_install": ("Install the registry and what makes its certificate",
+                                "Write the registry's configuration"),
+    "docker_registry_configure": ("Write the registry's configuration",
+                                  "Install the registry and what makes its certificate"),
+    "docker_registry_verify": ("Wait for the registry's API", "Write the registry's configuration"),
 }
 SELECTED_ONLY = {"nvidia_container_toolkit_verify"}
 

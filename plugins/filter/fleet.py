@@ -41,6 +41,23 @@ def fleet_batch(value: Any = None) -> list[int | str]:
     return out
 
 
+def fleet_builder(candidates: list[str], hostvars: Any, image: str, me: str) -> str:
+    """The host that builds ``image`` for ``me``: the first of ``candidates`` (vllm_server_image_builder,
+    the play's hosts of vllm_builders, the play's hosts) that is ``me`` or runs the same image (its fact
+    __vllm_server_run_image, set by the role's validate on every host of the play). A host whose image no
+    other host runs builds it itself: one build per distinct image."""
+    for host in candidates or []:
+        if host == me:
+            return me
+        try:
+            theirs = hostvars[host].get("__vllm_server_run_image")
+        except KeyError:
+            continue
+        if theirs == image:
+            return host
+    return me
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"fleet_batch": fleet_batch}
+        return {"fleet_batch": fleet_batch, "fleet_builder": fleet_builder}

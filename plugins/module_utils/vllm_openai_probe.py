@@ -35,12 +35,16 @@ def http(method, url, body=None, headers=None, timeout=30.0):
         return e.code, e.read().decode("utf-8", "replace")
 
 
-def wait_healthy(base_url, timeout, interval=2.0, transport=None, clock=_monotonic, sleep=time.sleep):
-    """Poll GET /health until it answers 200; return the seconds it took."""
+def wait_healthy(base_url, timeout, interval=2.0, transport=None, clock=_monotonic, sleep=time.sleep, gone=None):
+    """Poll GET /health until it answers 200; return the seconds it took. gone(): a reason to stop waiting
+    (the service keeps exiting while it starts), or None."""
     transport = transport or http
     start = clock()
     last = "no answer yet"
     while True:
+        reason = gone() if gone else None
+        if reason:
+            raise ProbeError("%s/health: stopped waiting after %.0fs: %s" % (base_url, clock() - start, reason))
         try:
             status, text = transport("GET", base_url + "/health", timeout=10)
             if status == 200:
@@ -110,12 +114,13 @@ def check_stream(text, model):
 
 
 def probe(base_url, model, api_key="", prompt="Hello", max_tokens=16, health_timeout=600.0,
-          request_timeout=120.0, transport=None, clock=_monotonic, sleep=time.sleep):
+          request_timeout=120.0, transport=None, clock=_monotonic, sleep=time.sleep, gone=None):
     """Run every check; return a report dict or raise ProbeError."""
     transport = transport or http
     base_url = base_url.rstrip("/")
     report = {"url": base_url, "model": model}
-    report["health_seconds"] = wait_healthy(base_url, health_timeout, transport=transport, clock=clock, sleep=sleep)
+    report["health_seconds"] = wait_healthy(base_url, health_timeout, transport=transport, clock=clock, sleep=sleep,
+                                            gone=gone)
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = "Bearer " + api_key

@@ -45,6 +45,17 @@ options:
     description: Seconds to wait for each chat request.
     type: float
     default: 120
+  unit:
+    description:
+      - The systemd unit that runs the server. When given, the wait for C(/health) stops as soon as the unit
+        has restarted O(unit_restarts) times since the wait began (the server keeps exiting while it starts),
+        instead of waiting O(health_timeout) out. Needs systemd 235 or newer (C(NRestarts)); older ones wait.
+    type: str
+    default: ""
+  unit_restarts:
+    description: Restarts of O(unit) during the wait that end it.
+    type: int
+    default: 2
 author: vllm-fleet
 """
 
@@ -87,6 +98,29 @@ except ImportError:
     from ansible_collections.vllm_fleet.fleet.plugins.module_utils.vllm_openai_probe import ProbeError, probe
 
 
+def unit_restarts(module, unit, limit):
+    """A gone() for the probe: the reason to stop waiting once the unit has restarted `limit` times since now;
+    None where systemd does not count restarts (NRestarts, systemd 235)."""
+
+    def restarts():
+        rc, out, _ = module.run_command(["systemctl", "show", "--property", "NRestarts", "--value", unit])
+        out = out.strip()
+        return int(out) if rc == 0 and out.isdigit() else None
+
+    first = restarts()
+    if first is None:
+        return None
+
+    def gone():
+        now = restarts()
+        if now is not None and now - first >= limit:
+            return ("%s restarted %d times while starting: the server exits before it is healthy "
+                    "(its log below says why)" % (unit, now - first))
+        return None
+
+    return gone
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -97,14 +131,17 @@ def main():
             max_tokens=dict(type="int", default=16),
             health_timeout=dict(type="float", default=600.0),
             request_timeout=dict(type="float", default=120.0),
+            unit=dict(type="str", default=""),
+            unit_restarts=dict(type="int", default=2),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    gone = unit_restarts(module, p["unit"], p["unit_restarts"]) if p["unit"] else None
     try:
         report = probe(p["url"], p["model"], api_key=p["api_key"], prompt=p["prompt"],
                        max_tokens=p["max_tokens"], health_timeout=p["health_timeout"],
-                       request_timeout=p["request_timeout"])
+                       request_timeout=p["request_timeout"], gone=gone)
     except ProbeError as e:
         module.fail_json(msg="vLLM endpoint check failed: %s" % e)
     module.exit_json(changed=False, **report)

@@ -37,7 +37,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SHIPPED_TOP = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "LICENSE", "docs", "meta", "roles",
                "plugins", "playbooks", "inventories"}
 NEVER_SHIPPED = re.compile(r"(^|/)(\.venv|\.cache|\.git|\.ansible|\.ci|\.devcap|molecule|tests|demo|scripts|"
-                           r"__pycache__|\.pytest_cache|\.ruff_cache)(/|$)|^inventories/local(/|$)|\.pyc$|"
+                           r"__pycache__|\.pytest_cache|\.ruff_cache)(/|$)|^inventories/(local|demo-fleet)(/|$)|\.pyc$|"
                            r"^(ansible\.cfg|Makefile|pyproject\.toml|requirements\.yml|galaxy\.yml|files)$")
 GPU_KEYS = {"pci_gpus", "pci_gpu_count", "nvswitches", "nvswitch_count", "kernel_module", "nouveau_loaded",
             "secure_boot", "nvidia_smi", "smi_ok", "smi_error", "count", "gpus", "driver_version", "driver_branch",

@@ -19,7 +19,11 @@ from fleet import fleet_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK_BIN = str(Path(sys.executable).parent / "ansible-playbook")
-BATCHED = ["nvidia_driver", "docker_engine", "nvidia_container_toolkit", "vllm_server"]
+BATCHED = ["nvidia_driver", "docker_engine", "nvidia_container_toolkit", "vllm_server", "rollout", "gateway",
+           "registry"]
+# plays that restart nothing: the inventory's check, the image staged (built or loaded) beside the running service
+NOT_RESTARTING = {"Check the inventory before changing anything", "Stage the vLLM image on every host",
+                  "Trust the fleet's image registry"}
 HOSTS = [f"gpu-{i}" for i in range(1, 7)]
 
 
@@ -38,15 +42,37 @@ def test_a_bad_batch_is_refused_by_name(value):
         fleet_batch(value)
 
 
+def plays(name: str) -> list[dict]:
+    """The plays of a playbook, those it imports included."""
+    out = []
+    for play in yaml.safe_load((ROOT / "playbooks" / f"{name}.yml").read_text()):
+        imported = play.get("ansible.builtin.import_playbook")
+        out += plays(Path(imported).stem) if imported else [play]
+    return out
+
+
 def play_keywords(name: str) -> dict:
-    play = yaml.safe_load((ROOT / "playbooks" / f"{name}.yml").read_text())[0]
+    play = [p for p in plays(name) if p["name"] not in NOT_RESTARTING][0]
     return {k: play[k] for k in ("serial", "max_fail_percentage") if k in play}
 
 
 @pytest.mark.parametrize("name", BATCHED)
 def test_every_play_that_restarts_hosts_is_batched(name):
-    assert play_keywords(name) == {"serial": "{{ vllm_fleet_batch | default([]) | vllm_fleet.fleet.fleet_batch }}",
-                                   "max_fail_percentage": 0}
+    restarting = [p for p in plays(name) if p["name"] not in NOT_RESTARTING]
+    assert restarting
+    for play in restarting:
+        keywords = {k: play.get(k) for k in ("serial", "max_fail_percentage")}
+        assert keywords == {"serial": "{{ vllm_fleet_batch | default([]) | vllm_fleet.fleet.fleet_batch }}",
+                            "max_fail_percentage": 0}, play["name"]
+
+
+def test_the_plays_that_restart_nothing_touch_no_service():
+    for name in BATCHED:
+        for play in plays(name):
+            if play["name"] in NOT_RESTARTING:
+                text = yaml.safe_dump(play)
+                entry_points = any(f"tasks_from: {e}" in text for e in ("build", "validate", "client"))
+                assert "roles" not in play and entry_points, play["name"]
 
 
 def run(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from role_vars import ROOT, defaults_and_vars
 
-ROLES = ["docker_engine", "nvidia_driver", "nvidia_container_toolkit", "vllm_server"]
+ROLES = ["docker_engine", "nvidia_driver", "nvidia_container_toolkit", "vllm_server", "vllm_gateway", "docker_registry"]
 CODENAMES = {"Debian": {"11": "bullseye", "12": "bookworm", "13": "trixie"},
              "Ubuntu": {"20": "focal", "22": "jammy", "24": "noble"}}
 EL = ("CentOS", "Rocky", "AlmaLinux", "RedHat")
@@ -43,7 +43,7 @@ def test_meta_main_lists_the_roles_platforms(role):
     mine = supported(role)
     for dist in ("Debian", "Ubuntu"):
         assert platforms[dist] == [CODENAMES[dist][v] for v in mine[dist]], dist
-    assert platforms["EL"] == sorted({v for d in EL for v in mine.get(d, [])})
+    assert platforms.get("EL", []) == sorted({v for d in EL for v in mine.get(d, [])})
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "plugins" / "action"))
 from role_arguments import convert, role_options  # noqa: E402
 
-ROLES = ["docker_engine", "nvidia_driver", "nvidia_container_toolkit", "vllm_server", "fleet_common"]
+ROLES = ["docker_engine", "nvidia_driver", "nvidia_container_toolkit", "vllm_server", "vllm_gateway", "docker_registry",
+         "fleet_common"]
 CONDITION_KEYS = {"when", "that", "changed_when", "failed_when", "until"}
 JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
@@ -81,6 +82,8 @@ def test_a_mistyped_secret_is_not_printed(role, name, opt):
         converted, errors = convert({name: opt}, {name: wrong})
         if opt.get("type") == "dict":
             assert errors, (name, wrong)
+        elif opt.get("type") == "list":  # a list of keys: one text becomes a list of one
+            assert errors or converted[name] == (wrong if isinstance(wrong, list) else [str(wrong)]), (name, converted)
         else:  # a str option takes any scalar as text (Ansible's converter); a list is refused or made text
             assert errors or converted[name] == str(wrong), (name, converted)
         assert "notatoken" not in " ".join(errors) and "12345678901" not in " ".join(errors)

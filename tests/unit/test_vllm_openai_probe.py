@@ -140,3 +140,19 @@ def test_refused_connection_on_chat_is_reported():
 
     with pytest.raises(ProbeError, match="failed: Connection reset"):
         run(transport)
+
+
+def test_a_server_that_keeps_exiting_ends_the_wait_at_once():
+    polls = []
+
+    def gone():
+        polls.append(1)
+        return "vllm-server.service restarted 2 times while starting" if len(polls) > 3 else None
+
+    with pytest.raises(ProbeError, match=r"stopped waiting after 6s: vllm-server.service restarted 2 times"):
+        run(FakeServer(ready_after=100), health_timeout=1800, gone=gone)
+
+
+def test_a_server_that_starts_is_not_stopped_by_the_restart_check():
+    report = run(FakeServer(ready_after=2), gone=lambda: None)
+    assert report["health_seconds"] == 4.0

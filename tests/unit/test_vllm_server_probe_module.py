@@ -65,3 +65,31 @@ def test_model_is_required(run):
     with pytest.raises(Fail) as e:
         run({}, lambda *a, **k: {})
     assert "model" in e.value.args[0]["msg"]
+
+
+def test_the_units_restarts_end_the_wait(run, monkeypatch):
+    counts = iter(["3\n", "3\n", "4\n", "5\n"])
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, argv, **kw: (0, next(counts), ""))
+    seen = {}
+
+    def probe(url, model, gone=None, **kw):
+        seen["reasons"] = [gone(), gone(), gone()]
+        return {"health_seconds": 1.0}
+
+    with pytest.raises(Exit):
+        run({"model": "tiny", "unit": "vllm-server.service"}, probe)
+    assert seen["reasons"][:2] == [None, None]
+    assert "restarted 2 times while starting" in seen["reasons"][2]
+
+
+def test_without_restart_counts_the_wait_is_not_cut(run, monkeypatch):
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, argv, **kw: (0, "\n", ""))
+    seen = {}
+
+    def probe(url, model, gone=None, **kw):
+        seen["gone"] = gone
+        return {"health_seconds": 1.0}
+
+    with pytest.raises(Exit):
+        run({"model": "tiny", "unit": "vllm-server.service"}, probe)
+    assert seen["gone"] is None

@@ -71,9 +71,14 @@ def test_secrets_are_not_in_any_process_list_unit_journal_or_other_file(host):
         # every file under the places the roles and Docker write, but the env file itself
         holders = host.run(f"grep -rlF -e {KEY} -e {TOKEN} -e {BUILD_PW} /etc /opt /usr/local /var/cache/vllm-server "
                            f"/var/lib/docker/containers /tmp 2>/dev/null").stdout.split()
+        # the environment's copy in the last-good record (what a rollback restores) is root only too
+        copy = host.file(f"/etc/vllm-server/{UNIT}.last-good/env")
+        record = host.file(f"/etc/vllm-server/{UNIT}.last-good")
+        assert (copy.user, copy.mode, record.user, record.mode) == ("root", 0o600, "root", 0o700)
     for secret in SECRETS:
         assert secret not in argv and secret not in unit and secret not in journal
-    assert holders == ([f"/etc/vllm-server/{UNIT}.env"] if keyed(host) else [])
+    expected = [f"/etc/vllm-server/{UNIT}.env", f"/etc/vllm-server/{UNIT}.last-good/env"]
+    assert sorted(holders) == (expected if keyed(host) else [])
 
 
 def test_secrets_are_not_in_the_image_history(host, inspect):
