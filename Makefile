@@ -76,12 +76,13 @@ demo-clean: venv
 	$(PLAYBOOK) demo/host.yml -e demo_state=absent
 
 # three replicas and a gateway as local container hosts (inventories/demo-fleet), through the real playbooks:
-# one image build, loaded by the other replicas; the gateway on 127.0.0.1:8000
+# one image build, loaded by the other replicas; the gateway on 127.0.0.1:8000. The hosts are new and serve
+# nothing yet: one batch (rollout.yml rolls changes in batches)
 FLEET := ansible-playbook -i inventories/demo-fleet
 .PHONY: demo-fleet demo-fleet-clean
 demo-fleet: venv demo-images model wheelhouse
 	$(FLEET) demo/fleet.yml
-	$(FLEET) playbooks/site.yml
+	$(FLEET) playbooks/site.yml -e vllm_fleet_batch=100%
 	@echo
 	@echo "The gateway answers on http://127.0.0.1:8000 for 3 replicas (model: tiny-chat). Try the seed's request:"
 	@echo "  curl http://127.0.0.1:8000/v1/chat/completions -H \"Content-Type: application/json\" -d '{\"model\": \"tiny-chat\",\"temperature\": 0.2,\"stream\": false, \"messages\": [{\"role\": \"user\", \"content\":\"Which company developed you as an AI agent?\"}]}'"
