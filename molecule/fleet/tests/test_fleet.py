@@ -88,8 +88,8 @@ def run_rollout(extra: dict) -> tuple[int, str]:
 class Load:
     """A bounded load: `clients` threads, each sending streaming chat requests one after another (a pause
     between them: three vLLM servers, the playbook and the load share this machine's two cores) through
-    the gateway until stopped. A request counts as failed if it does not answer 200, or its stream does not end with [DONE]
-    (cut)."""
+    the gateway until stopped. A request counts as failed if it does not answer 200, or its stream does not
+    end with [DONE] (cut)."""
 
     def __init__(self, clients: int = 2, pause: float = 1.0) -> None:
         self.pause = pause
