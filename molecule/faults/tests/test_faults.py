@@ -190,7 +190,9 @@ def files_state(host) -> tuple:
     the tagged images, and the containers there are (no build step left behind). The layers of the
     steps that did succeed stay in Docker's build cache, untagged, as after any failed build (for the
     next build to start from): build_layers counts them."""
-    return (sh(host, f"sha256sum /etc/systemd/system/{UNIT}.service /etc/vllm-server/*"),
+    # every file of the role's configuration, the record of the last verified one included
+    return (sh(host, f"find /etc/systemd/system/{UNIT}.service /etc/vllm-server -type f -print0 | sort -z"
+                     " | xargs -0 sha256sum"),
             container(host),
             sh(host, "docker image ls --filter dangling=false --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}'"
                      " | sort"),
@@ -495,10 +497,16 @@ def test_stop_with_streams_in_flight(host, api, hv, record):
     made once more; the stream count keeps the engine busy for longer than that, most times."""
     drain = int(hv.get("vllm_server_shutdown_timeout") or 0)
     assert drain > 0, "the scenario's host_vars set vllm_server_shutdown_timeout"
-    # as long as the model's context allows, and one at a time (host_vars: --max-num-seqs 1): 24
-    # streams of about 2000 tokens keep the engine busy for about 50 s, less than the drain period
+    # as long as the model's context allows, and one at a time (host_vars: --max-num-seqs 1): enough
+    # streams to keep the engine busy for about half the drain period, from the time one stream takes
+    # on this machine now (2 s to 10 s have been seen here, for the same 2000 tokens)
     max_tokens = int(hv.get("vllm_server_max_model_len") or 2048) - 64
-    streams = 24
+    t0 = time.monotonic()
+    one = api.stream(max_tokens)
+    per_stream = time.monotonic() - t0
+    assert one["done"] and one["tokens"] == max_tokens, one
+    streams = max(3, min(24, int(drain * 0.5 / per_stream)))
+    print(f"\none stream of {max_tokens} tokens took {per_stream:.1f} s: {streams} streams")
     for attempt in (1, 2):
         got = stop_while_streaming(host, api, streams, max_tokens)
         seen = (f"stop took {got['stop']} s (--shutdown-timeout {drain}), SIGTERM reached the container "
@@ -518,7 +526,8 @@ def test_stop_with_streams_in_flight(host, api, hv, record):
     record("stop-with-streams", seconds, f"{got['drained']} requests in vLLM's engine drained, {got['complete']} "
                                          f"streams of {max_tokens} tokens complete with [DONE]; stop took "
                                          f"{got['stop']} s (--shutdown-timeout {drain}; SIGTERM after "
-                                         f"{got['signal']} s); attempt {attempt}; time from systemctl start")
+                                         f"{got['signal']} s); attempt {attempt} (a stream alone {per_stream:.0f} s); "
+                                         "time from systemctl start")
 
 
 def test_serving_after_all_faults(host, api):
