@@ -2,8 +2,8 @@
 #   make demo        a local container host, provisioned by the real playbooks, serving a tiny model on :9999
 #   make demo-clean  removes it
 #   make test        lint, unit tests, the collection, molecule (everything CI runs)
-#   make test-fleet  all of that, then molecule-fleet (three replicas and a gateway: about 40 min more)
-#   make lint | unit | collection | molecule   one tier (molecule-default, molecule-gpu-prep: one scenario);  make quick   lint + unit + collection (about 2 min)
+#   make lint | unit | collection | molecule   one tier (molecule-default, molecule-gpu-prep, molecule-faults,
+#                    molecule-fleet: one scenario);  make quick   lint + unit + collection (about 2 min)
 #   make bench       performance figures (not part of make test), written to bench/results/
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -143,14 +143,10 @@ molecule-fleet: venv images model wheelhouse
 	$(FLEET_VOLUMES) || true
 	rc=0; $(MOLECULE_ENV) molecule test -s fleet || rc=$$?; $(FLEET_VOLUMES) || true; exit $$rc
 
-molecule: molecule-gpu-prep molecule-default molecule-faults
+# fleet after default, whose exported image its builder loads
+molecule: molecule-gpu-prep molecule-default molecule-faults molecule-fleet
 
 test: lint unit collection molecule
-
-# everything test runs, then the fleet scenario (about 40 min more). Not yet in test: with it, test takes
-# about 90 min on the 2-core CI machine, its whole budget (README, "Tests")
-.PHONY: test-fleet
-test-fleet: test molecule-fleet
 
 # Performance figures, each a ratio measured side by side in one run (bench/results/): the fleet's converge,
 # three bare hosts against one with the number of image builds (about 25 min)

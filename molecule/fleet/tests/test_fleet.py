@@ -86,12 +86,15 @@ def run_rollout(extra: dict) -> tuple[int, str]:
 
 
 class Load:
-    """A bounded load: `clients` threads, each sending streaming chat requests one after another (a pause
-    between them: three vLLM servers, the playbook and the load share this machine's two cores) through
-    the gateway until stopped. A request counts as failed if it does not answer 200, or its stream does not
-    end with [DONE] (cut)."""
+    """A bounded load: `clients` threads, each sending streaming chat requests one after another through
+    the gateway until stopped, with a pause between them: three vLLM servers, the playbook and the load
+    share this machine's two cores, and a vLLM CPU server's worker spins for a second after every step
+    (vLLM's shm queue), so that a replica asked every second never idles and the one restarting gets a
+    third of a core (measured: 130-160 s out of rotation with a 1 s pause, against about 60 s without
+    load). A request counts as failed if it does not answer 200, or its stream does not end with [DONE]
+    (cut)."""
 
-    def __init__(self, clients: int = 2, pause: float = 1.0) -> None:
+    def __init__(self, clients: int = 2, pause: float = 4.0) -> None:
         self.pause = pause
         self.clients, self.ok, self.failed, self.errors = clients, 0, 0, []
         self._stop = threading.Event()

