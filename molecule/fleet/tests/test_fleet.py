@@ -25,6 +25,7 @@ PORT = 18000
 MODEL = "tiny-chat"
 KEYS = ["fleet-client-key-one-0123", "fleet-client-key-two-4567"]
 REPLICA_KEY = "fleet-replica-key-0123456789"
+ARCHIVES = Path(os.environ.get("VLLM_FLEET_CACHE") or PROJECT / ".cache") / "fleet-images"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -162,6 +163,20 @@ def test_one_build_and_one_image_everywhere():
              if docker_exec(h, "sh", "-c", "test -d /opt/vllm-server/build && echo yes || true").strip()]
     say(f"image builds: hosts with a build context: {built}")
     assert built == ["fleet-1"]
+
+
+def test_the_controller_keeps_the_running_archive_only():
+    """fleet-3 received its image as an archive through the controller: the controller keeps that archive
+    (a later host finds it there), and the older archive of the same image that prepare left is gone; the
+    archive of another image stays."""
+    image = docker_exec("fleet-1", "docker", "inspect", "--format", "{{.Config.Image}}", "vllm-server").strip()
+    current = "fleet-" + re.sub(r"[^A-Za-z0-9._-]", "_", image) + ".tar"
+    names = sorted(p.name for p in ARCHIVES.glob("fleet-*.tar"))
+    say(f"controller archives: {names}")
+    assert current in names
+    assert "fleet-vllm-server_0.0.0-cpu-older.tar" not in names
+    assert "fleet-another-image_1.0.tar" in names
+    (ARCHIVES / "fleet-another-image_1.0.tar").unlink()
 
 
 def test_the_registry_carried_the_image_to_fleet_2():
