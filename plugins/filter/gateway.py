@@ -8,6 +8,7 @@ host and the variable it came from.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Any
@@ -21,8 +22,10 @@ HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
 # what vLLM serves under --served-model-name, without what would end a word or a quoted string in
 # HAProxy's files (spaces, quotes, #, backslashes)
 MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+=-]{0,199}$")
-# a bearer token: printable ASCII without spaces, quotes or backslashes
-KEY = re.compile(r"^[A-Za-z0-9._~+/=:@!#$%^&*()\[\]{}<>?,;|-]{8,512}$")
+# a bearer token as RFC 6750 writes one (b64token): nothing HAProxy would read otherwise in a header
+# value split on commas (the client's key) or in a formatted string, where % and ${} are expressions
+# (the replicas' key, which the gateway sends)
+KEY = re.compile(r"^(?=.{8,512}$)[A-Za-z0-9._~+/-]+=*$")
 
 
 def _err(msg: str) -> AnsibleFilterError:
@@ -52,8 +55,8 @@ def _key(value: Any, where: str) -> str:
     text = "" if value is None else str(value)
     if text and not KEY.match(text):
         # never the value: it is a secret
-        raise _err(f"{where}: expected 8-512 printable characters without spaces, quotes or backslashes "
-                   f"(the value is not shown)")
+        raise _err(f"{where}: expected a bearer token of 8-512 characters: letters, digits and - . _ ~ + /, "
+                   f"then = only at the end (RFC 6750; the value is not shown)")
     return text
 
 
@@ -182,6 +185,40 @@ def gateway_stat_rows(stat: str, server: str) -> list[dict[str, str]]:
     return [dict(row) for row in csv.DictReader(lines) if row.get("svname") == server]
 
 
+def gateway_routes(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the gateway routes to, as the role records it on the gateway: each model's replicas
+    (name: address:port) and the key it sends them, as its SHA-256 (the record holds no secret)."""
+    return {m["id"]: {"key_sha256": hashlib.sha256(m["api_key"].encode()).hexdigest() if m["api_key"] else "",
+                      "servers": {s["name"]: f"{s['address']}:{s['port']}" for s in m["servers"]}}
+            for m in models}
+
+
+def gateway_route_changes(recorded: Any, current: dict[str, Any]) -> list[str]:
+    """The differences between the routes the gateway has (recorded) and those the inventory gives
+    (current), in words; empty when they agree."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    changes = []
+    for model in sorted(set(recorded) | set(current)):
+        if model not in current:
+            changes.append(f"model {model} is no longer served")
+            continue
+        if model not in recorded:
+            changes.append(f"model {model} is new")
+            continue
+        was, now = recorded[model], current[model]
+        if was.get("key_sha256", "") != now["key_sha256"]:
+            changes.append(f"the key the gateway sends to the replicas of {model} (vllm_server_api_key) differs")
+        was_servers = was.get("servers", {})
+        for name in sorted(set(was_servers) | set(now["servers"])):
+            if name not in now["servers"]:
+                changes.append(f"{name} no longer serves {model}")
+            elif name not in was_servers:
+                changes.append(f"{name} is new for {model}")
+            elif was_servers[name] != now["servers"][name]:
+                changes.append(f"{name} moves from {was_servers[name]} to {now['servers'][name]} (address or port)")
+    return changes
+
+
 def gateway_is_address(value: Any) -> bool:
     """True for an IPv4 or IPv6 address (a listen address)."""
     try:
@@ -201,4 +238,6 @@ class FilterModule:
             "vllm_gateway_is_address": gateway_is_address,
             "vllm_gateway_model_entry": gateway_model_entry,
             "vllm_gateway_stat_rows": gateway_stat_rows,
+            "vllm_gateway_routes": gateway_routes,
+            "vllm_gateway_route_changes": gateway_route_changes,
         }

@@ -16,6 +16,8 @@ from gateway import (  # noqa: E402
     gateway_backends,
     gateway_keys,
     gateway_paths,
+    gateway_route_changes,
+    gateway_routes,
     gateway_sources,
     gateway_stat_rows,
 )
@@ -61,6 +63,7 @@ def test_replicas_outside_the_inventory_are_added():
     ("gpu-2", {"ansible_host": "10.0.0.1", "vllm_server_port": 9999}, r"host gpu-2: 10.0.0.1:9999 is already"),
     ("gpu-2", {"vllm_server_api_key": "another-key-0123456789"}, r"host gpu-2: vllm_server_api_key differs"),
     ("gpu-2", {"vllm_server_api_key": "has space 0123456789"}, r"host gpu-2: vllm_server_api_key: expected"),
+    ("gpu-2", {"vllm_server_api_key": "has%[src]0123456789"}, r"host gpu-2: vllm_server_api_key: expected a bearer"),
 ])
 def test_a_bad_replica_value_is_refused_by_host_and_variable(host, values, message):
     with pytest.raises(AnsibleFilterError, match=message) as err:
@@ -81,7 +84,10 @@ def test_no_replica_is_refused():
 def test_keys():
     assert gateway_keys([]) == [] and gateway_keys("") == []
     assert gateway_keys("client-key-0001") == ["client-key-0001"]
-    for bad in (["short"], ["with space 01234"], ['quote"0123456789'], [""]):
+    assert gateway_keys(["sk-A_b.c~d+e/f0123==", "Zm9vYmFyYmF6cXV4"]) == ["sk-A_b.c~d+e/f0123==", "Zm9vYmFyYmF6cXV4"]
+    # HAProxy splits a header's value on commas; % and ${} are expressions in the strings it formats
+    for bad in (["short"], ["with space 01234"], ['quote"0123456789'], [""], ["comma,0123456789"],
+                ["percent%[src]0123456789"], ["env${HOME}0123456789"], ["pad=in-the-middle-0123456789"]):
         with pytest.raises(AnsibleFilterError, match=r"vllm_gateway_api_keys\[0\]") as err:
             gateway_keys(bad)
         assert "0123456789" not in str(err.value) and "01234" not in str(err.value)
@@ -117,3 +123,25 @@ def test_one_build_per_distinct_image():
     assert fleet_builder(order, hv, "img:2", "b") == "b"   # the only one with its image builds it
     assert fleet_builder(["b"] + order, hv, "img:1", "c") == "a"  # a named builder with another image is passed over
     assert fleet_builder(["zz"] + order, hv, "img:1", "a") == "a"  # a builder outside the play's facts too
+
+
+def test_routes_record_no_key_and_name_every_change():
+    routes = gateway_routes(gateway_backends(["gpu-1", "gpu-2", "gpu-3"], fleet()))
+    assert KEY not in str(routes)
+    assert routes["llama"]["servers"] == {"gpu-1": "10.0.0.1:9999", "gpu-2": "10.0.0.2:8001"}
+    assert gateway_route_changes(routes, routes) == []
+    assert gateway_route_changes(None, routes) == [f"model {m} is new" for m in sorted(routes)]
+    renamed = gateway_routes(gateway_backends(["gpu-1", "gpu-2", "gpu-3"], fleet(
+        **{h: {"vllm_server_model_name": "llama-2"} for h in ("gpu-1", "gpu-2")})))
+    assert gateway_route_changes(routes, renamed) == ["model llama is no longer served", "model llama-2 is new"]
+    rekeyed = gateway_routes(gateway_backends(["gpu-1", "gpu-2", "gpu-3"], fleet(
+        **{h: {"vllm_server_api_key": "another-key-0123456789"} for h in ("gpu-1", "gpu-2")})))
+    assert gateway_route_changes(routes, rekeyed) == [
+        "the key the gateway sends to the replicas of llama (vllm_server_api_key) differs"]
+    hosts = ["gpu-1", "gpu-2", "gpu-3"]
+    moved = gateway_routes(gateway_backends(hosts, fleet(**{"gpu-2": {"vllm_server_port": 9000}})))
+    assert gateway_route_changes(routes, moved) == [
+        "gpu-2 moves from 10.0.0.2:8001 to 10.0.0.2:9000 (address or port)"]
+    fewer = gateway_routes(gateway_backends(["gpu-1", "gpu-3"], fleet()))
+    assert gateway_route_changes(routes, fewer) == ["gpu-2 no longer serves llama"]
+    assert gateway_route_changes(fewer, routes) == ["gpu-2 is new for llama"]

@@ -200,6 +200,21 @@ def test_the_registry_carried_the_image_to_fleet_2():
     for host in ("fleet-1", "fleet-2"):
         names = json.loads(docker_exec(host, "docker", "image", "inspect", "--format", "{{json .RepoTags}}", image))
         assert names == [image], (host, names)
+    # no account guards it, so nobody deletes through it: the manifest's DELETE is refused (405)
+    delete = ("import ssl, sys, urllib.error, urllib.request\n"
+              "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+              "accept = ('application/vnd.docker.distribution.manifest.v2+json, '\n"
+              "          'application/vnd.oci.image.manifest.v1+json')\n"
+              "head = urllib.request.Request(sys.argv[1] + sys.argv[3], method='HEAD', headers={'Accept': accept})\n"
+              "digest = urllib.request.urlopen(head, context=ctx, timeout=10).headers['Docker-Content-Digest']\n"
+              "try:\n"
+              "    urllib.request.urlopen(urllib.request.Request(sys.argv[1] + digest, method='DELETE'), context=ctx,\n"
+              "                           timeout=10)\n"
+              "    print(200)\n"
+              "except urllib.error.HTTPError as e:\n"
+              "    print(e.code)\n")
+    manifests = f"https://fleet-gw:5000/v2/vllm-fleet/{name.rsplit('/', 1)[-1]}/manifests/"
+    assert docker_exec("fleet-2", "python3", "-c", delete, manifests, ca, tag).strip() == "405"
 
 
 def test_a_bad_registry_is_refused_before_anything_changes():
@@ -209,6 +224,20 @@ def test_a_bad_registry_is_refused_before_anything_changes():
     assert "vllm_server_image_registry: expected host:port" in out, out[-3000:]
     assert "Stage the vLLM image" not in out
     assert {h: unit_text(replica(h)) for h in REPLICAS} == units
+
+
+def test_a_rollout_that_changes_what_the_gateway_routes_is_refused_before_anything_changes():
+    """A rollout does not reconfigure the gateway: a new model name (or port, key, replica) would leave every
+    restarted replica failing the gateway's checks. Refused at the start, naming the difference."""
+    units = {h: unit_text(replica(h)) for h in REPLICAS}
+    rc, out = run_rollout({"vllm_server_model_name": "tiny-chat-renamed"})
+    assert rc != 0
+    assert "The inventory changes what the gateway fleet-gw routes to: model tiny-chat is no longer served; " \
+           "model tiny-chat-renamed is new" in " ".join(out.split()), out[-3000:]
+    assert "Stage the vLLM image" not in out
+    assert not re.search(r"changed=[1-9]", out), out[-2000:]
+    assert {h: unit_text(replica(h)) for h in REPLICAS} == units
+    assert set(gateway_rows().values()) == {"UP"}
 
 
 # --- the gateway ---------------------------------------------------------------------------------
